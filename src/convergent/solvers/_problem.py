@@ -1,0 +1,175 @@
+"""The fixed-point problem every solver takes, its stopping rule and its report."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import scatter
+
+from convergent.sparse_map import SparseMaps
+
+#: What follows ``γ A h + b``: ``None`` (linear), a ``[N, M]`` diagonal scale
+#: (the adjoint of a nonlinear map), or an elementwise 1-Lipschitz function.
+Post = Union[None, Tensor, Callable[[Tensor], Tensor]]
+
+OnFailure = Literal["raise", "warn", "ignore"]
+
+
+class ConvergenceError(RuntimeError):
+    """A fixed-point solve stopped at ``max_iter`` before meeting its tolerance."""
+
+
+@dataclass(frozen=True)
+class FixedPointProblem:
+    """``h = post(γ A_m h + b_m)`` for every head ``m`` on a batch of graphs.
+
+    Args:
+        maps: the ``M`` maps ``A_m``, each with ``‖A_m‖ ≤ 1`` in the norm of ``inf_norm``.
+        bias: ``[N, M]``.
+        gamma: ``0 < γ < 1``.
+        post: see :data:`Post`.
+        batch: ``[N]`` graph id of every node, or ``None`` for one graph.
+        num_graphs: ``G``.
+        inf_norm: ``[M]`` bool, ``True`` where head ``m`` contracts in the ∞-norm,
+            ``False`` where in the 1-norm. Residuals are measured in that norm,
+            per graph and head.
+    """
+
+    maps: SparseMaps
+    bias: Tensor
+    gamma: float
+    post: Post
+    batch: Tensor | None
+    num_graphs: int
+    inf_norm: Tensor
+
+    @property
+    def is_linear(self) -> bool:
+        return self.post is None or isinstance(self.post, Tensor)
+
+    def finish(self, z: Tensor) -> Tensor:
+        if self.post is None:
+            return z
+        if isinstance(self.post, Tensor):
+            return self.post * z
+        return self.post(z)
+
+    def apply(self, h: Tensor) -> Tensor:
+        """``T(h) = post(γ A h + b)``; ``[N, M] -> [N, M]``."""
+        return self.finish(self.gamma * self.maps.matmul(h) + self.bias)
+
+    def norm(self, v: Tensor) -> Tensor:
+        """``[N, M] -> [G, M]``: per-graph, per-head norm in each head's contraction norm."""
+        magnitude = v.abs()
+        if self.batch is None:
+            if v.shape[0] == 0:
+                return v.new_zeros(1, v.shape[1])
+            largest, total = magnitude.amax(0, keepdim=True), magnitude.sum(0, keepdim=True)
+        else:
+            largest = scatter(magnitude, self.batch, 0, self.num_graphs, reduce="max")
+            total = scatter(magnitude, self.batch, 0, self.num_graphs, reduce="sum")
+        return torch.where(self.inf_norm, largest, total)
+
+    def per_node(self, per_graph: Tensor) -> Tensor:
+        """Broadcast a ``[G, ...]`` tensor to ``[N, ...]``."""
+        if self.batch is None:
+            return per_graph.expand(self.bias.shape[0], *per_graph.shape[1:])
+        return per_graph[self.batch]
+
+
+@dataclass
+class SolveInfo:
+    """Report of one fixed-point solve; all per-graph fields are ``[G, M]``.
+
+    Attributes:
+        solver: name of the solver that ran.
+        iterations: ``[G, M]`` map evaluations until graph ``g``, head ``m`` met
+            the stopping rule (``max_iter`` where it never did).
+        residual: ``[G, M]`` final ``‖T(h) − h‖`` in each head's contraction norm.
+        error_bound: ``[G, M]`` a-posteriori bound ``residual / (1 − γ)`` on the
+            distance of the returned ``h`` from the exact fixed point.
+        converged: ``[G, M]`` bool.
+        backward: the report of the adjoint solve of the last backward pass
+            through this solve, once there was one.
+    """
+
+    solver: str
+    iterations: Tensor
+    residual: Tensor
+    error_bound: Tensor
+    converged: Tensor
+    backward: SolveInfo | None = field(default=None, repr=False)
+
+    @property
+    def max_iterations(self) -> int:
+        return int(self.iterations.max()) if self.iterations.numel() else 0
+
+    def summary(self) -> str:
+        return (
+            f"{self.solver}: {self.max_iterations} iterations, max residual "
+            f"{self.residual.max().item():.3g}, max error bound {self.error_bound.max().item():.3g}, "
+            f"{int(self.converged.sum())}/{self.converged.numel()} (graph, head) pairs converged"
+        )
+
+
+def default_max_iter(gamma: float, tol: float) -> int:
+    """Twice the Picard iterations the contraction guarantees, plus slack for rounding."""
+    return 2 * math.ceil(math.log(tol) / math.log(gamma)) + 20
+
+
+class StoppingRule:
+    """Tracks, per graph and head, the rule ``‖T(h) − h‖ ≤ tol · max(‖T(0)‖, ‖T(h)‖)``.
+
+    ``T(0) = post(b)`` is the first step from zero, so that Picard iteration from
+    zero provably stops within ``ceil(log(tol) / log(γ)) + 1`` map evaluations;
+    ``‖T(h)‖`` keeps the rule reachable under floating-point rounding when the
+    solution is much larger than the bias (γ close to 1).
+    """
+
+    def __init__(self, problem: FixedPointProblem, tol: float):
+        self.problem = problem
+        self.tol = tol
+        self.initial = problem.norm(problem.finish(problem.bias))
+        shape = self.initial.shape
+        self.iterations = torch.zeros(shape, dtype=torch.long, device=self.initial.device)
+        self.converged = torch.zeros(shape, dtype=torch.bool, device=self.initial.device)
+        self.residual = torch.full_like(self.initial, math.inf)
+        self.evaluations = 0
+
+    def update(self, h: Tensor, mapped: Tensor) -> bool:
+        """Record the map evaluation ``mapped = T(h)``; return whether every pair has converged."""
+        self.evaluations += 1
+        self.residual = self.problem.norm(mapped - h)
+        scale = torch.maximum(self.initial, self.problem.norm(mapped))
+        newly = ~self.converged & (self.residual <= self.tol * scale)
+        self.iterations[newly] = self.evaluations
+        self.converged |= newly
+        return bool(self.converged.all())
+
+    def report(self, solver: str, on_failure: OnFailure) -> SolveInfo:
+        self.iterations[~self.converged] = self.evaluations
+        info = SolveInfo(
+            solver=solver,
+            iterations=self.iterations,
+            residual=self.residual,
+            error_bound=self.residual / (1.0 - self.problem.gamma),
+            converged=self.converged,
+        )
+        if not self.converged.all():
+            g, m = (int(i) for i in (~self.converged).nonzero()[0])
+            message = (
+                f"{solver} solve did not reach tol={self.tol:g} within max_iter="
+                f"{self.evaluations}: {int((~self.converged).sum())} (graph, head) pairs left, "
+                f"e.g. graph {g}, head {m} with residual {self.residual[g, m].item():.3g}. "
+                f"Increase `max_iter`, loosen `tol`, or use solver='anderson'."
+            )
+            if on_failure == "raise":
+                raise ConvergenceError(message)
+            if on_failure == "warn":
+                warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return info

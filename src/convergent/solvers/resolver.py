@@ -1,0 +1,47 @@
+"""One place that turns ``solver="..."`` strings into solver objects."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from convergent.solvers._problem import FixedPointProblem, default_max_iter
+from convergent.solvers.anderson import Anderson
+from convergent.solvers.direct import Direct
+from convergent.solvers.picard import Picard
+
+Solver = Union[Picard, Anderson, Direct]
+
+SOLVER_NAMES = ("auto", "picard", "anderson", "direct")
+
+#: "auto" solves directly while the dense blocks hold at most this many entries
+#: and no graph has more than DIRECT_MAX_NODES nodes (LU costs n³ per block).
+DIRECT_MAX_ELEMENTS = 2**24
+DIRECT_MAX_NODES = 64
+#: "auto" accelerates with Anderson above this γ (Picard needs log(tol)/log(γ) steps).
+ANDERSON_MIN_GAMMA = 0.6
+
+
+def resolve_solver(name: str, problem: FixedPointProblem, tol: float, max_iter: int | None) -> Solver:
+    """Pick the solver named ``name`` (``"auto"`` chooses from the problem's size and γ)."""
+    if name not in SOLVER_NAMES:
+        raise ValueError(f"`solver` must be one of {SOLVER_NAMES} (got {name!r})")
+    if name == "auto":
+        name = _choose(problem)
+    if name == "direct":
+        return Direct(tol)
+    max_iter = default_max_iter(problem.gamma, tol) if max_iter is None else max_iter
+    return Picard(tol, max_iter) if name == "picard" else Anderson(tol, max_iter)
+
+
+def _choose(problem: FixedPointProblem) -> str:
+    largest = _largest_graph(problem)
+    block_elements = problem.num_graphs * problem.maps.num_heads * largest**2
+    if problem.is_linear and largest <= DIRECT_MAX_NODES and block_elements <= DIRECT_MAX_ELEMENTS:
+        return "direct"
+    return "anderson" if problem.gamma > ANDERSON_MIN_GAMMA else "picard"
+
+
+def _largest_graph(problem: FixedPointProblem) -> int:
+    if problem.batch is None:
+        return problem.maps.num_nodes
+    return int(problem.batch.bincount().max()) if problem.batch.numel() else 0
