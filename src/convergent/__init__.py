@@ -2,6 +2,7 @@
 
 from convergent.contraction import contraction_norms, degree_normalize, gated_softmax
 from convergent.implicit import solve
+from convergent.models import CGS, GraphCGS
 from convergent.solvers import Anderson, ConvergenceError, Direct, Picard, SolveInfo
 from convergent.sparse_map import SparseMaps
 
@@ -9,8 +10,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Anderson",
+    "CGS",
     "ConvergenceError",
     "Direct",
+    "GraphCGS",
     "Picard",
     "SolveInfo",
     "SparseMaps",

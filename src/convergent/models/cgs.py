@@ -1,0 +1,170 @@
+"""Convergent Graph Solver models: node-level :class:`CGS` and graph-level :class:`GraphCGS`."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch_geometric.nn import global_add_pool, global_mean_pool
+
+from convergent import _validation as check
+from convergent._nonlinearity import Nonlinearity
+from convergent.contraction import degree_normalize, gated_softmax
+from convergent.implicit import solve
+from convergent.models.encoder import AttentionEncoder, mlp
+from convergent.solvers import SolveInfo
+
+NORMALIZATIONS = ("degree", "softmax")
+READOUTS = {"sum": global_add_pool, "mean": global_mean_pool}
+
+
+class FixedPointEmbedding(nn.Module):
+    r"""Encoder → ``num_heads`` contracting maps → fixed points ``H* ∈ R^{N × M}``.
+
+    For every head ``m``: ``h_m = γ A_m h_m + b_m`` (or ``φ(γ A_m h_m + b_m)``),
+    with ``A_m`` built from edge scores by :func:`~convergent.degree_normalize`
+    or :func:`~convergent.gated_softmax`, so the fixed point exists and is
+    unique for every parameter value and input graph.
+    See :class:`CGS` for the arguments.
+    """
+
+    def __init__(self, in_channels: int, edge_channels: int = 0, hidden_channels: int = 64, num_heads: int = 16,
+                 gamma: float = 0.5, num_layers: int = 2, normalization: str = "degree",
+                 nonlinearity: Nonlinearity = None, solver: str = "auto", tol: float = 1e-5,
+                 max_iter: int | None = None, activation: str = "silu", on_nonconvergence: str = "warn"):
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"`normalization` must be one of {NORMALIZATIONS} (got {normalization!r})")
+        self.in_channels, self.edge_channels = in_channels, edge_channels
+        self.num_heads, self.gamma, self.normalization = num_heads, check.check_gamma(gamma), normalization
+        self.solve_options = dict(gamma=self.gamma, solver=solver, tol=tol, max_iter=max_iter,
+                                  nonlinearity=nonlinearity, on_nonconvergence=on_nonconvergence)
+        self.encoder = AttentionEncoder(in_channels, edge_channels, hidden_channels, num_layers, activation)
+        self.edge_score = nn.Linear(hidden_channels, num_heads)
+        self.node_bias = nn.Linear(hidden_channels, num_heads)
+        self.node_gate = nn.Linear(hidden_channels, num_heads) if normalization == "softmax" else None
+        self.last_solve: SolveInfo | None = None
+
+    def reset_parameters(self) -> None:
+        for module in (self.encoder, self.edge_score, self.node_bias, self.node_gate):
+            if module is not None:
+                module.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        x, edge_attr = self._check_inputs(x, edge_index, edge_attr)
+        num_nodes = x.shape[0]
+        node, edge = self.encoder(x, edge_index, edge_attr)
+        scores = self.edge_score(edge)
+        if self.normalization == "degree":
+            weight = degree_normalize(scores, edge_index, num_nodes)
+        else:
+            weight = gated_softmax(scores, self.node_gate(node), edge_index, num_nodes)
+        h, self.last_solve = solve(edge_index, weight, self.node_bias(node), batch=batch, **self.solve_options)
+        return h
+
+    def _check_inputs(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
+        x = check.check_tensor("x", x)
+        if x.dim() != 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"`x` must have shape [N, {self.in_channels}] (got {list(x.shape)})")
+        check.check_floating("x", x)
+        check.check_finite("x", x)
+        edge_index = check.check_edge_index(edge_index, x.shape[0])
+        num_edges = edge_index.shape[1]
+        if edge_attr is None:
+            if self.edge_channels:
+                raise ValueError(f"`edge_attr` of shape [E, {self.edge_channels}] is required by this model")
+            return x, x.new_zeros(num_edges, 0)
+        edge_attr = check.check_tensor("edge_attr", edge_attr)
+        if edge_attr.dim() == 1:
+            edge_attr = edge_attr.unsqueeze(-1)
+        if edge_attr.shape != (num_edges, self.edge_channels):
+            raise ValueError(
+                f"`edge_attr` must have shape [E, edge_channels] = [{num_edges}, {self.edge_channels}] "
+                f"(got {list(edge_attr.shape)})"
+            )
+        check.check_finite("edge_attr", edge_attr)
+        return x, edge_attr.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"num_heads={self.num_heads}, gamma={self.gamma}, normalization={self.normalization!r}, "
+                f"solver={self.solve_options['solver']!r}, nonlinearity={self.solve_options['nonlinearity']!r}")
+
+
+class CGS(nn.Module):
+    r"""Convergent Graph Solver for node-level targets (Park, Choo & Park, ICLR 2022).
+
+    .. math::
+        (b, s) = f_\theta(X, E), \qquad
+        h^*_m = \gamma A_m(s) h^*_m + b_m, \qquad
+        \hat y_i = g_\theta(h^*_i)
+
+    where :math:`A_m(s)` is a non-negative map with :math:`\|A_m\| \le 1`, so
+    :math:`h^*` exists and is unique for any input; gradients come from the
+    implicit function theorem (:func:`convergent.solve`).
+
+    Args:
+        in_channels: node feature size.
+        out_channels: target size per node.
+        edge_channels: edge feature size (0 for none). (default: ``0``)
+        hidden_channels: encoder and decoder width. (default: ``64``)
+        num_heads: number of maps ``M``. (default: ``16``)
+        gamma: contraction factor in (0, 1). (default: ``0.5``)
+        num_layers: encoder depth. (default: ``2``)
+        normalization: ``"degree"`` (clip and divide by out-degree, the paper's) or
+            ``"softmax"`` (gated softmax over in-edges). (default: ``"degree"``)
+        nonlinearity: ``None`` or a 1-Lipschitz ``φ`` (see :func:`convergent.solve`).
+        solver, tol, max_iter, on_nonconvergence: passed to :func:`convergent.solve`.
+            (defaults: ``"auto"``, ``1e-5``, ``None``, ``"warn"``)
+        activation: activation of the MLPs. (default: ``"silu"``)
+        decoder_layers: depth of the decoder MLP. (default: ``2``)
+
+    Shapes:
+        x ``[N, in_channels]``, edge_index ``[2, E]``, edge_attr ``[E, edge_channels]``,
+        batch ``[N]`` → ``[N, out_channels]``. ``model.last_solve`` holds the
+        :class:`~convergent.SolveInfo` of the last forward pass.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, decoder_layers: int = 2, **options):
+        super().__init__()
+        self.embedding = FixedPointEmbedding(in_channels, **options)
+        hidden = options.get("hidden_channels", 64)
+        self.decoder = mlp(self.embedding.num_heads, hidden, out_channels, decoder_layers,
+                           options.get("activation", "silu"))
+
+    @property
+    def last_solve(self) -> SolveInfo | None:
+        return self.embedding.last_solve
+
+    def reset_parameters(self) -> None:
+        self.embedding.reset_parameters()
+        self.decoder.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        return self.decoder(self.embedding(x, edge_index, edge_attr, batch))
+
+
+class GraphCGS(CGS):
+    r"""Convergent Graph Solver for graph-level targets: :class:`CGS` with a readout.
+
+    .. math::
+        \hat y_G = g_\theta\big(\mathrm{readout}_{i \in G}\, h^*_i\big)
+
+    Args:
+        readout: ``"sum"`` or ``"mean"``. (default: ``"sum"``)
+        Others as in :class:`CGS`.
+
+    Shapes:
+        x ``[N, in_channels]``, edge_index ``[2, E]``, edge_attr ``[E, edge_channels]``,
+        batch ``[N]`` → ``[G, out_channels]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, readout: str = "sum", **options):
+        if readout not in READOUTS:
+            raise ValueError(f"`readout` must be one of {sorted(READOUTS)} (got {readout!r})")
+        super().__init__(in_channels, out_channels, **options)
+        self.readout = readout
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        h = self.embedding(x, edge_index, edge_attr, batch)
+        return self.decoder(READOUTS[self.readout](h, batch))

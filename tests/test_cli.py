@@ -1,0 +1,32 @@
+"""The `convergent` command and the project's own set-up files."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "convergent.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_demo_beats_the_constant_prediction():
+    result = run_cli("demo", "--steps", "60", "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["test_mse"] < report["constant_mse"] / 3
+    assert report["max_error_bound"] < 1e-3
+
+
+def test_bad_steps_exit_non_zero_with_a_message():
+    result = run_cli("demo", "--steps", "0")
+    assert result.returncode == 2 and "--steps" in result.stderr
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^(pip install -e '\.\[test\]' && python -m pytest -q)", readme, re.M).group(1)
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
