@@ -30,3 +30,9 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"^(pip install -e '\.\[test\]' && python -m pytest -q)", readme, re.M).group(1)
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_example_runs():
+    example = re.search(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
+    result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
