@@ -108,4 +108,10 @@ def contraction_norms(maps: SparseMaps, gamma: float) -> Tensor:
             f"but one of them must be ≤ 1 for γ·A to contract. Build the weights with "
             f"convergent.degree_normalize or convergent.gated_softmax."
         )
+    bound = torch.where(by_rows, max_row, max_column).max().item()
+    if gamma * bound >= 1.0:
+        raise ValueError(
+            f"`gamma` = {gamma} times the largest normalised sum {bound:.9g} is not below 1; "
+            f"take `gamma` further from 1"
+        )
     return by_rows
