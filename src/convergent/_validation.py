@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -77,16 +79,25 @@ def check_batch(batch: object, num_nodes: int, edge_index: Tensor) -> tuple[Tens
     return batch, int(batch.max()) + 1
 
 
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_gamma(gamma: object) -> float:
-    if isinstance(gamma, Tensor):
+    if isinstance(gamma, Tensor) and gamma.numel() == 1:
         gamma = gamma.item()
-    if not isinstance(gamma, (int, float)) or not 0.0 < float(gamma) < 1.0:
+    if not _is_real(gamma) or not 0.0 < float(gamma) < 1.0:
         raise ValueError(f"`gamma` must be in (0, 1) for the map to contract (got {gamma})")
     return float(gamma)
 
 
-def check_positive(name: str, value: object, kind: type = float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number (got {value!r})")
-    if kind is int and not isinstance(value, int):
-        raise ValueError(f"`{name}` must be a positive integer (got {value!r})")
+def check_tol(tol: object) -> float:
+    if not _is_real(tol) or not 0.0 < float(tol) < 1.0:
+        raise ValueError(f"`tol` must be a relative tolerance in (0, 1) (got {tol!r})")
+    return float(tol)
+
+
+def check_max_iter(max_iter: object) -> int:
+    if not isinstance(max_iter, numbers.Integral) or isinstance(max_iter, bool) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be a positive integer (got {max_iter!r})")
+    return int(max_iter)

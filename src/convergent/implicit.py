@@ -101,13 +101,16 @@ def solve(
     if edge_weight.numel() and edge_weight.min() < 0:
         raise ValueError(f"`edge_weight` must be non-negative (smallest weight {edge_weight.min().item():.6g})")
     gamma = check.check_gamma(gamma)
-    check.check_positive("tol", tol)
+    tol = check.check_tol(tol)
     if max_iter is not None:
-        check.check_positive("max_iter", max_iter, int)
+        max_iter = check.check_max_iter(max_iter)
     if on_nonconvergence not in ("raise", "warn", "ignore"):
         raise ValueError(f"`on_nonconvergence` must be 'raise', 'warn' or 'ignore' (got {on_nonconvergence!r})")
     batch, num_graphs = check.check_batch(batch, num_nodes, edge_index)
     function = resolve_nonlinearity(nonlinearity)
+    if function is not None:
+        # Catch a steep φ before it can make the iteration diverge; checked again at the fixed point.
+        derivative(function, bias.detach())
 
     maps = SparseMaps(edge_index[0], edge_index[1], edge_weight.detach(), num_nodes)
     problem = FixedPointProblem(

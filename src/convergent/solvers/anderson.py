@@ -55,7 +55,12 @@ class Anderson:
             gram[..., :filled, slot] = dots.movedim(0, -1)
             weights = self._mixing_weights(gram[..., :filled, :filled])  # [G, M, filled]
             node_weights = problem.per_node(weights.to(bias.dtype))  # [N, M, filled]
-            h = torch.einsum("nmj,jnm->nm", node_weights, outputs[:filled])
+            mixed = torch.einsum("nmj,jnm->nm", node_weights, outputs[:filled])
+            # Pairs that already met the rule take plain Picard steps, which can only
+            # shrink their residual, while the others are still being mixed.
+            h = torch.where(problem.per_node(rule.converged), mapped, mixed)
+        else:
+            h = mapped  # the last evaluated T(h): the one the reported residual bounds
         return h, rule.report("anderson", on_failure)
 
     @staticmethod
