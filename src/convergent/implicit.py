@@ -112,13 +112,13 @@ def solve(
         # Catch a steep φ before it can make the iteration diverge; checked again at the fixed point.
         derivative(function, bias.detach())
 
-    maps = SparseMaps(edge_index[0], edge_index[1], edge_weight.detach(), num_nodes)
+    maps, edge_order = SparseMaps.by_target(edge_index[0], edge_index[1], edge_weight.detach(), num_nodes)
     problem = FixedPointProblem(
         maps, bias.detach(), gamma, function, batch, num_graphs, contraction_norms(maps, gamma)
     )
     chosen = resolve_solver(solver, problem, tol, max_iter)
     report: dict[str, SolveInfo] = {}
-    h = _ImplicitFixedPoint.apply(edge_weight, bias, problem, chosen, on_nonconvergence, report)
+    h = _ImplicitFixedPoint.apply(edge_weight, bias, problem, edge_order, chosen, on_nonconvergence, report)
     return (h.squeeze(-1) if single_head else h), report["info"]
 
 
@@ -127,13 +127,13 @@ class _ImplicitFixedPoint(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, edge_weight: Tensor, bias: Tensor, problem: FixedPointProblem,
-                solver: Any, on_failure: OnFailure, report: dict) -> Tensor:
+                edge_order: Tensor | None, solver: Any, on_failure: OnFailure, report: dict) -> Tensor:
         h, info = solver(problem, on_failure)
         slope = None
         if problem.post is not None:
             slope = derivative(problem.post, problem.gamma * problem.maps.matmul(h) + problem.bias)
         report["info"] = info
-        ctx.problem, ctx.solver, ctx.on_failure, ctx.info = problem, solver, on_failure, info
+        ctx.problem, ctx.edge_order, ctx.solver, ctx.on_failure, ctx.info = problem, edge_order, solver, on_failure, info
         ctx.save_for_backward(h, slope)
         return h
 
@@ -148,6 +148,10 @@ class _ImplicitFixedPoint(torch.autograd.Function):
         )
         u, ctx.info.backward = ctx.solver(adjoint, ctx.on_failure)
         maps = problem.maps
-        grad_weight = problem.gamma * u[maps.target] * h[maps.source] if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = problem.gamma * u[maps.target] * h[maps.source]
+            if ctx.edge_order is not None:  # back to the caller's edge order
+                grad_weight = torch.empty_like(grad_weight).index_copy_(0, ctx.edge_order, grad_weight)
         grad_bias = u if ctx.needs_input_grad[1] else None
-        return grad_weight, grad_bias, None, None, None, None
+        return grad_weight, grad_bias, None, None, None, None, None

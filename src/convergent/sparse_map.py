@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from convergent import _kernels
+
 
 @dataclass(frozen=True)
 class SparseMaps:
@@ -21,12 +23,33 @@ class SparseMaps:
         target: ``[E]`` int64 target node of every edge.
         weight: ``[E, M]`` edge-major weights, one column per head.
         num_nodes: ``N``.
+        indptr: ``[N + 1]`` row offsets when the edges are sorted by target, which
+            lets :meth:`matmul` run the compiled row-by-row kernel; see :meth:`by_target`.
     """
 
     source: Tensor
     target: Tensor
     weight: Tensor
     num_nodes: int
+    indptr: Tensor | None = None
+
+    @classmethod
+    def by_target(cls, source: Tensor, target: Tensor, weight: Tensor, num_nodes: int) -> tuple[SparseMaps, Tensor | None]:
+        """The same maps with edges sorted by target (stable), where the compiled kernel can use them.
+
+        Returns:
+            ``(maps, order)``: ``order[i]`` is the input position of the ``i``-th
+            edge of ``maps``, or ``None`` when nothing was reordered.
+        """
+        if not _kernels.available(weight):
+            return cls(source, target, weight, num_nodes), None
+        order = None
+        if target.numel() > 1 and not bool((target[1:] >= target[:-1]).all()):
+            target, order = torch.sort(target, stable=True)
+            source, weight = source[order], weight[order]
+        indptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+        torch.cumsum(torch.bincount(target, minlength=num_nodes), 0, out=indptr[1:])
+        return cls(source, target, weight.contiguous(), num_nodes, indptr), order
 
     @property
     def num_heads(self) -> int:
@@ -34,12 +57,14 @@ class SparseMaps:
 
     def matmul(self, x: Tensor) -> Tensor:
         """``y[:, m] = A_m x[:, m]`` for all heads at once: ``[N, M] -> [N, M]``."""
+        if self.indptr is not None and _kernels.available(self.weight, x):
+            return _kernels.csr_multihead_matmul(self.indptr, self.source, self.weight, x.contiguous())
         out = x.new_zeros(self.num_nodes, x.shape[1])
         return out.index_add_(0, self.target, self.weight * x[self.source])
 
     def transpose(self) -> SparseMaps:
-        """The maps ``A_mᵀ`` (every edge reversed)."""
-        return SparseMaps(self.target, self.source, self.weight, self.num_nodes)
+        """The maps ``A_mᵀ`` (every edge reversed), sorted for the compiled kernel where it applies."""
+        return SparseMaps.by_target(self.target, self.source, self.weight, self.num_nodes)[0]
 
     def row_sums(self) -> Tensor:
         """``[N, M]``: ``Σ_s A_m[t, s]`` for every node ``t`` (sum over in-edges)."""

@@ -1,0 +1,66 @@
+"""Compiled CPU kernels (numba) for the multi-head sparse product.
+
+Only :mod:`convergent.sparse_map` calls these; it falls back to pure PyTorch
+(``index_add_``) on other devices, when numba is missing, or under autograd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    numba = None
+
+
+#: Below this many multiply-adds one thread does the product: waking the
+#: thread pool costs more than it saves.
+PARALLEL_MIN_WORK = 1 << 18
+
+
+def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover - compiled
+    num_rows, num_heads = out.shape
+    for row in numba.prange(num_rows):
+        for head in range(num_heads):
+            out[row, head] = 0.0
+        for edge in range(indptr[row], indptr[row + 1]):
+            column = columns[edge]
+            for head in range(num_heads):
+                out[row, head] += weight[edge, head] * x[column, head]
+
+
+if numba is not None:
+    _parallel_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
+    _serial_matmul = numba.njit(parallel=False, cache=True, nogil=True)(_csr_multihead_matmul)
+
+
+def available(*tensors: Tensor) -> bool:
+    """Whether the compiled kernel can serve these tensors (CPU, contiguous, float32/64)."""
+    return numba is not None and all(
+        t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad for t in tensors
+    ) and tensors[-1].dtype in (torch.float32, torch.float64)
+
+
+def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+    """``out[r, m] = Σ_{e ∈ row r} weight[e, m] · x[columns[e], m]``.
+
+    Args:
+        indptr: ``[R + 1]`` int64 row offsets into the edges (edges sorted by row).
+        columns: ``[E]`` int64 column of every edge.
+        weight: ``[E, M]``.
+        x: ``[C, M]``, same dtype as ``weight``.
+
+    Returns:
+        ``[R, M]``.
+    """
+    out = np.empty((indptr.shape[0] - 1, x.shape[1]), dtype=x.numpy().dtype)
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if threads == 1 or weight.numel() < PARALLEL_MIN_WORK:
+        _serial_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
+    else:
+        numba.set_num_threads(threads)
+        _parallel_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
+    return torch.from_numpy(out)

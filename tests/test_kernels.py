@@ -1,0 +1,72 @@
+"""The compiled product gives what the pure-PyTorch path gives: forward, gradients, threads."""
+
+import pytest
+import torch
+
+import convergent
+from convergent import _kernels
+from convergent.sparse_map import SparseMaps
+
+pytestmark = pytest.mark.skipif(_kernels.numba is None, reason="numba is not installed")
+
+
+def random_maps(num_nodes, num_edges, num_heads, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=generator)
+    edge_index[1, :3] = 0  # a row with several edges; others stay empty
+    scores = torch.rand(num_edges, num_heads, generator=generator, dtype=dtype)
+    weight = convergent.degree_normalize(scores, edge_index, num_nodes)
+    bias = torch.randn(num_nodes, num_heads, generator=generator, dtype=dtype)
+    return edge_index, weight, bias
+
+
+def index_add_product(edge_index, weight, x):
+    return torch.zeros_like(x).index_add_(0, edge_index[1], weight * x[edge_index[0]])
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("num_edges", [50, 40_000], ids=["serial size", "parallel size"])
+def test_sorted_product_equals_index_add(dtype, num_edges, threads):
+    edge_index, weight, _ = random_maps(5_000, num_edges, 16, dtype)
+    x = torch.randn(5_000, 16, dtype=dtype)
+    maps, order = SparseMaps.by_target(edge_index[0], edge_index[1], weight, 5_000)
+    assert maps.indptr is not None and order is not None
+    tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(maps.matmul(x), index_add_product(edge_index, weight, x), **tolerance)
+    transposed = maps.transpose()
+    torch.testing.assert_close(transposed.matmul(x), index_add_product(edge_index.flip(0), weight, x), **tolerance)
+
+
+def test_already_sorted_edges_are_not_copied():
+    edge_index, weight, _ = random_maps(100, 400, 2, torch.float64)
+    order = torch.argsort(edge_index[1], stable=True)
+    edge_index, weight = edge_index[:, order], weight[order].contiguous()
+    maps, reordering = SparseMaps.by_target(edge_index[0], edge_index[1], weight, 100)
+    assert reordering is None and maps.weight.data_ptr() == weight.data_ptr()
+
+
+@pytest.mark.parametrize("solver", ["picard", "anderson"])
+@pytest.mark.parametrize("nonlinearity", [None, "tanh"])
+def test_solve_and_gradients_equal_the_pure_pytorch_path(solver, nonlinearity, threads, monkeypatch):
+    edge_index, weight, bias = random_maps(3_000, 30_000, 16, torch.float64, seed=1)
+    upstream = torch.randn_like(bias)
+
+    def run():
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        h, _ = convergent.solve(edge_index, w, b, gamma=0.9, solver=solver, tol=1e-12, nonlinearity=nonlinearity)
+        (h * upstream).sum().backward()
+        return h, w.grad, b.grad
+
+    compiled = run()
+    monkeypatch.setattr(_kernels, "numba", None)
+    reference = run()
+    for got, expected in zip(compiled, reference):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
