@@ -72,9 +72,11 @@ def test_forward_with_interleaved_batch(graphs, solver, normalization, gamma):
 @pytest.mark.parametrize(
     "sizes, nonlinearity, gamma, expected",
     [
-        ([10, 64], None, 0.9, "direct"),  # small linear batch: dense LU
-        ([10, 65], None, 0.9, "anderson"),  # one graph above 64 nodes, γ > 0.6
+        ([10, 30], None, 0.9, "direct"),  # small linear batch: dense LU is cheaper than 263 steps
+        ([10, 64], None, 0.99, "direct"),  # up to 64 nodes per graph when γ makes iterating long
+        ([10, 65], None, 0.99, "anderson"),  # one graph above 64 nodes, γ > 0.6
         ([10, 65], None, 0.5, "picard"),
+        ([49] * 8, None, 0.5, "picard"),  # LU of 49-node blocks costs more than 40 Picard steps
         ([10, 20], "tanh", 0.9, "anderson"),  # nonlinear: never direct
         ([10, 20], "tanh", 0.6, "picard"),
     ],

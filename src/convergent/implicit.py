@@ -64,7 +64,8 @@ def solve(
         gamma: contraction factor in ``(0, 1)``.
         solver: ``"picard"``, ``"anderson"``, ``"direct"`` (dense LU per graph,
             small linear systems only) or ``"auto"`` (direct for small linear
-            batches, Anderson for γ > 0.6, Picard otherwise).
+            batches where LU costs less than Picard would, else Anderson for
+            γ > 0.6 and Picard otherwise).
         tol: relative tolerance of the stopping rule.
         max_iter: most map evaluations (default: twice what Picard provably needs, plus 20).
         nonlinearity: ``None`` (linear), ``"tanh"``, ``"relu"``, ``"leaky_relu"``,

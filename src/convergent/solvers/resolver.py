@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
 from convergent.solvers._problem import FixedPointProblem, default_max_iter
@@ -13,8 +14,8 @@ Solver = Union[Picard, Anderson, Direct]
 
 SOLVER_NAMES = ("auto", "picard", "anderson", "direct")
 
-#: "auto" solves directly while the dense blocks hold at most this many entries
-#: and no graph has more than DIRECT_MAX_NODES nodes (LU costs n³ per block).
+#: "auto" may solve directly only while the dense blocks hold at most this many
+#: entries and no graph has more than DIRECT_MAX_NODES nodes.
 DIRECT_MAX_ELEMENTS = 2**24
 DIRECT_MAX_NODES = 64
 #: "auto" accelerates with Anderson above this γ (Picard needs log(tol)/log(γ) steps).
@@ -26,18 +27,24 @@ def resolve_solver(name: str, problem: FixedPointProblem, tol: float, max_iter: 
     if name not in SOLVER_NAMES:
         raise ValueError(f"`solver` must be one of {SOLVER_NAMES} (got {name!r})")
     if name == "auto":
-        name = _choose(problem)
+        name = _choose(problem, tol)
     if name == "direct":
         return Direct(tol)
     max_iter = default_max_iter(problem.gamma, tol) if max_iter is None else max_iter
     return Picard(tol, max_iter) if name == "picard" else Anderson(tol, max_iter)
 
 
-def _choose(problem: FixedPointProblem) -> str:
+def _choose(problem: FixedPointProblem, tol: float) -> str:
+    """Direct when its LU work (``G·n³/3`` per head) is below what Picard would spend
+    (``ceil(log tol / log γ)`` products of ``E + N`` multiply-adds); else iterate."""
     largest = _largest_graph(problem)
     block_elements = problem.num_graphs * problem.maps.num_heads * largest**2
     if problem.is_linear and largest <= DIRECT_MAX_NODES and block_elements <= DIRECT_MAX_ELEMENTS:
-        return "direct"
+        lu_work = problem.num_graphs * largest**3 / 3
+        picard_work = math.ceil(math.log(tol) / math.log(problem.gamma)) * (
+            problem.maps.source.numel() + problem.maps.num_nodes)
+        if lu_work <= picard_work:
+            return "direct"
     return "anderson" if problem.gamma > ANDERSON_MIN_GAMMA else "picard"
 
 
