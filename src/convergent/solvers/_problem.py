@@ -151,6 +151,13 @@ class StoppingRule:
         self.converged |= newly
         return bool(self.converged.all())
 
+    def _advice(self, solver: str) -> str:
+        if self.tol < 100 * torch.finfo(self.problem.bias.dtype).eps:
+            return f"; tol={self.tol:g} is near the rounding error of {self.problem.bias.dtype}, use float64"
+        if solver == "anderson":
+            return "; solver='picard' converges more slowly but never stalls"
+        return "; solver='anderson' needs fewer steps"
+
     def report(self, solver: str, on_failure: OnFailure) -> SolveInfo:
         self.iterations[~self.converged] = self.evaluations
         info = SolveInfo(
@@ -166,7 +173,7 @@ class StoppingRule:
                 f"{solver} solve did not reach tol={self.tol:g} within max_iter="
                 f"{self.evaluations}: {int((~self.converged).sum())} (graph, head) pairs left, "
                 f"e.g. graph {g}, head {m} with residual {self.residual[g, m].item():.3g}. "
-                f"Increase `max_iter`, loosen `tol`, or use solver='anderson'."
+                f"Increase `max_iter` or loosen `tol`{self._advice(solver)}."
             )
             if on_failure == "raise":
                 raise ConvergenceError(message)

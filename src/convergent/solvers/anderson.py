@@ -36,7 +36,7 @@ class Anderson:
     def __call__(self, problem: FixedPointProblem, on_failure: OnFailure = "raise") -> tuple[Tensor, SolveInfo]:
         rule = StoppingRule(problem, self.tol)
         bias = problem.bias
-        inputs = bias.new_zeros(self.memory, *bias.shape)  # h_j
+        residuals = bias.new_zeros(self.memory, *bias.shape)  # T(h_j) − h_j
         outputs = bias.new_zeros(self.memory, *bias.shape)  # T(h_j)
         # Gram matrices of the residuals, per graph and head; float64 since
         # these tiny systems are ill-conditioned near convergence.
@@ -48,9 +48,9 @@ class Anderson:
                 h = mapped
                 break
             slot, filled = k % self.memory, min(k + 1, self.memory)
-            inputs[slot], outputs[slot] = h, mapped
-            residuals = outputs[:filled] - inputs[:filled]
-            dots = self._graph_sums(problem, residuals * residuals[slot]).double()  # [filled, G, M]
+            outputs[slot] = mapped
+            torch.sub(mapped, h, out=residuals[slot])
+            dots = self._graph_dots(problem, residuals[:filled], residuals[slot]).double()  # [filled, G, M]
             gram[..., slot, :filled] = dots.movedim(0, -1)
             gram[..., :filled, slot] = dots.movedim(0, -1)
             weights = self._mixing_weights(gram[..., :filled, :filled])  # [G, M, filled]
@@ -64,11 +64,11 @@ class Anderson:
         return h, rule.report("anderson", on_failure)
 
     @staticmethod
-    def _graph_sums(problem: FixedPointProblem, values: Tensor) -> Tensor:
-        """``[J, N, M] -> [J, G, M]`` sums over each graph's nodes."""
+    def _graph_dots(problem: FixedPointProblem, history: Tensor, new: Tensor) -> Tensor:
+        """``[J, N, M] · [N, M] -> [J, G, M]``: dot products over each graph's nodes."""
         if problem.batch is None:
-            return values.sum(1, keepdim=True)
-        return scatter(values, problem.batch, 1, problem.num_graphs, reduce="sum")
+            return torch.einsum("jnm,nm->jm", history, new).unsqueeze(1)
+        return scatter(history * new, problem.batch, 1, problem.num_graphs, reduce="sum")
 
     def _mixing_weights(self, gram: Tensor) -> Tensor:
         """Solve ``min αᵀ H α`` s.t. ``Σ α = 1``: ``α = H⁻¹1 / (1ᵀ H⁻¹ 1)``, batched."""

@@ -1,0 +1,302 @@
+"""Speed of the solver and of a training step, side by side in one run.
+
+    python benchmarks/speed.py            # workload W (N = 10^6, E = 5·10^6, M = 16), writes benchmarks/results/speed.md
+    python benchmarks/speed.py --quick    # the same steps on a small graph, a few seconds
+
+Workload W: each node has in-degree 5 with sources uniform at random, M = 16
+heads, float32, edge weights edge-major [E, M] from ``degree_normalize`` of
+U(0, 1) scores, bias N(0, 1). Every method gets the same tensors. Times are
+medians of --repeats calls after one warm-up; peak memory is peak RSS above
+the RSS right before the call (VmHWM reset through /proc/self/clear_refs).
+
+Sections:
+ 1. one multi-head product y = A x: compiled kernel, pure-PyTorch path, SciPy CSR
+    head by head, against a plain memory copy of the weights (the machine's limit);
+ 2. forward solve to tol = 1e-6: Picard at γ = 0.5 in products' worth of time;
+    Picard and Anderson at γ = 0.9 and 0.99 (products and seconds);
+ 3. backward (adjoint solve and gradients) against forward;
+ 4. peak extra memory of forward + backward against the bytes of the inputs;
+ 5. the CGS model forward + backward on the largest graph (--largest-nodes);
+ 6. one training update of the graph value iteration configuration: sparse CGS
+    against the same model with the reference dense [heads, N, N] solve;
+ 7. 1 and 2 threads: same results, and their times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.sparse
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _measure  # noqa: E402
+from _dense_reference import dense_solve  # noqa: E402
+
+import convergent  # noqa: E402
+from convergent.sparse_map import SparseMaps  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--nodes", type=int, default=1_000_000)
+parser.add_argument("--degree", type=int, default=5)
+parser.add_argument("--heads", type=int, default=16)
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--largest-nodes", type=int, default=2_000_000, help="section 5 graph size (E = 5 N)")
+parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.md")
+args = parser.parse_args()
+mdp_graphs = 64
+if args.quick:
+    args.nodes, args.largest_nodes, args.repeats, mdp_graphs = 20_000, 20_000, 2, 4
+threads = torch.get_num_threads()
+lines: list[str] = []
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+    lines.append(text)
+
+
+def median_time(call, repeats: int = args.repeats) -> float:
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_extra(call) -> tuple[object, float]:
+    """(result of call, peak RSS above the RSS before it, in bytes)."""
+    baseline = _measure.start_peak()
+    result = call()
+    return result, _measure.peak_rss_bytes() - baseline
+
+
+def random_system(num_nodes: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.arange(num_nodes).repeat_interleave(args.degree)
+    source = torch.randint(0, num_nodes, (target.numel(),), generator=generator)
+    edge_index = torch.stack([source, target])
+    scores = torch.rand(target.numel(), args.heads, generator=generator)
+    weight = convergent.degree_normalize(scores, edge_index, num_nodes)
+    bias = torch.randn(num_nodes, args.heads, generator=generator)
+    return edge_index, weight, bias
+
+
+MiB = 2**20
+machine = _measure.machine()
+say(f"# Speed: solver and training step ({'--quick' if args.quick else 'workload W'})")
+say()
+say(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; command "
+    f"`python benchmarks/speed.py{' --quick' if args.quick else ''}`")
+say(f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} RAM; torch threads {threads}")
+say(f"- software: python {machine['python']}, torch {torch.__version__}, scipy {scipy.__version__}, "
+    f"numpy {np.__version__}, numba {getattr(convergent._kernels.numba, '__version__', 'absent')}")
+edge_index, weight, bias = random_system(args.nodes)
+num_edges = edge_index.shape[1]
+say(f"- workload: N = {args.nodes:,}, E = {num_edges:,} (in-degree {args.degree}, uniform sources), "
+    f"M = {args.heads}, float32, weights edge-major [E, M]; median of {args.repeats} after a warm-up")
+say()
+
+# ---------------------------------------------------------------- 1. one product
+say("## 1. One multi-head product y = A x")
+say()
+x = torch.randn(args.nodes, args.heads)
+maps, _ = SparseMaps.by_target(edge_index[0], edge_index[1], weight, args.nodes)
+plain = SparseMaps(edge_index[0], edge_index[1], weight, args.nodes)
+csr_per_head = [scipy.sparse.csr_matrix((weight[:, m].numpy().copy(), maps.source.numpy(), maps.indptr.numpy()),
+                                        shape=(args.nodes, args.nodes)) for m in range(args.heads)]
+x_per_head = [x[:, m].numpy().copy() for m in range(args.heads)]
+compiled_time = median_time(lambda: maps.matmul(x))
+torch_time = median_time(lambda: plain.matmul(x))
+scipy_time = median_time(lambda: [csr_per_head[m] @ x_per_head[m] for m in range(args.heads)])
+copy_target = torch.empty_like(weight)
+copy_time = median_time(lambda: copy_target.copy_(weight))
+scipy_result = torch.from_numpy(np.stack([csr_per_head[m] @ x_per_head[m] for m in range(args.heads)], 1))
+agreement = ((maps.matmul(x) - scipy_result).abs().max() / scipy_result.abs().max()).item()
+# Bytes the product must move at least: weights, column indices, row offsets, one x row
+# per edge (gathered) and the output.
+product_bytes = weight.nbytes + maps.source.nbytes + maps.indptr.nbytes + num_edges * args.heads * 4 + x.nbytes
+copy_rate = 2 * weight.nbytes / copy_time
+product_rate = product_bytes / compiled_time
+say("| method | seconds | × compiled | effective GB/s |")
+say("|---|---:|---:|---:|")
+say(f"| convergent compiled kernel | {compiled_time:.4f} | 1.00 | {product_rate / 1e9:.2f} |")
+say(f"| convergent pure PyTorch (index_add) | {torch_time:.4f} | {torch_time / compiled_time:.2f} | "
+    f"{product_bytes / torch_time / 1e9:.2f} |")
+say(f"| SciPy CSR, head by head | {scipy_time:.4f} | {scipy_time / compiled_time:.2f} | "
+    f"{product_bytes / scipy_time / 1e9:.2f} |")
+say(f"| memory copy of the weights (read + write) | {copy_time:.4f} | — | {copy_rate / 1e9:.2f} |")
+say()
+say(f"Compiled kernel: **{scipy_time / compiled_time:.2f}× faster than SciPy** (target ≥ 1.8×); effective "
+    f"{product_rate / 1e9:.2f} GB/s = {product_rate / copy_rate:.0%} of the copy rate. "
+    f"Max relative difference from SciPy: {agreement:.1e}.")
+say()
+
+# ---------------------------------------------------------------- 2. forward solves
+say("## 2. Forward solve to tol = 1e-6")
+say()
+say("| γ | solver | products | seconds | products' worth of time |")
+say("|---:|---|---:|---:|---:|")
+forward_times = {}
+for gamma, solvers in ((0.5, ("picard", "anderson")), (0.9, ("picard", "anderson")), (0.99, ("picard", "anderson"))):
+    for solver in solvers:
+        def forward(gamma=gamma, solver=solver):
+            with torch.no_grad():
+                return convergent.solve(edge_index, weight, bias, gamma=gamma, solver=solver, tol=1e-6)
+        seconds = median_time(forward, repeats=max(1, args.repeats // 2))
+        _, info = forward()
+        forward_times[gamma, solver] = seconds
+        say(f"| {gamma} | {solver} | {info.max_iterations} | {seconds:.3f} | {seconds / compiled_time:.1f} |")
+say()
+say("Target: Picard at γ = 0.5 within 25 products' worth; Anderson fewer products than Picard at γ = 0.9 and 0.99.")
+say()
+
+# ---------------------------------------------------------------- 3 + 4. backward and memory
+say("## 3–4. Backward and peak memory (Picard, γ = 0.5)")
+say()
+upstream = torch.randn_like(bias)
+input_bytes = edge_index.nbytes + weight.nbytes + bias.nbytes
+
+
+def forward_backward(backward: bool = True):
+    w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    start = time.perf_counter()
+    h, info = convergent.solve(edge_index, w, b, gamma=0.5, solver="picard", tol=1e-6)
+    middle = time.perf_counter()
+    if backward:
+        (h * upstream).sum().backward()
+    return middle - start, time.perf_counter() - middle, info
+
+
+timings = [forward_backward() for _ in range(max(1, args.repeats // 2) + 1)][1:]
+forward_seconds = statistics.median(t[0] for t in timings)
+backward_seconds = statistics.median(t[1] for t in timings)
+_, peak = peak_extra(forward_backward)
+say(f"- forward {forward_seconds:.3f} s, backward {backward_seconds:.3f} s: backward = "
+    f"**{backward_seconds / forward_seconds:.2f}× forward** (target ≤ 1.5×); adjoint iterations "
+    f"{timings[-1][2].backward.max_iterations}")
+say(f"- inputs (edge_index, weights, bias): {input_bytes / MiB:.0f} MiB; peak extra memory of forward + backward: "
+    f"{peak / MiB:.0f} MiB = **{peak / input_bytes:.2f}× the inputs** (target ≤ 3×; includes the "
+    f"{weight.nbytes / MiB:.0f} MiB weight gradient it returns)")
+say()
+# ---------------------------------------------------------------- 5. largest graph
+say("## 5. The CGS model on the largest graph")
+say()
+del maps, plain, csr_per_head, x_per_head, copy_target, scipy_result
+largest_edges = args.degree * args.largest_nodes
+generator = torch.Generator().manual_seed(1)
+largest_index = torch.stack([torch.randint(0, args.largest_nodes, (largest_edges,), generator=generator),
+                             torch.arange(args.largest_nodes).repeat_interleave(args.degree)])
+features = torch.randn(args.largest_nodes, 8, generator=generator)
+edge_features = torch.rand(largest_edges, 1, generator=generator)
+torch.manual_seed(0)
+LARGEST_MODEL = dict(hidden_channels=16, num_heads=args.heads, gamma=0.5, num_layers=2, solver="picard", tol=1e-6)
+model = convergent.CGS(8, 1, edge_channels=1, **LARGEST_MODEL)
+
+
+def model_step():
+    model.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    model(features, largest_index, edge_features).sum().backward()
+    return time.perf_counter() - start
+
+
+seconds, peak = peak_extra(model_step)
+say(f"- N = {args.largest_nodes:,}, E = {largest_edges:,}, CGS({LARGEST_MODEL}), 8 node and 1 edge feature")
+say(f"- forward + backward: **{seconds:.1f} s, peak extra memory {peak / 2**30:.2f} GiB** "
+    f"(machine: {machine['memory']}); solve {model.last_solve.max_iterations} iterations, adjoint "
+    f"{model.last_solve.backward.max_iterations}")
+say()
+del largest_index, features, edge_features, model
+
+# ---------------------------------------------------------------- 6. GVI training update
+say("## 6. One training update, graph value iteration configuration")
+say()
+generator = torch.Generator().manual_seed(2)
+graphs, offset = [], 0
+for _ in range(mdp_graphs):
+    states = int(torch.randint(20, 50, (1,), generator=generator))
+    actions = int(torch.randint(5, 10, (1,), generator=generator))
+    source = torch.arange(states).repeat_interleave(actions)
+    step = torch.randint(1, states, (source.numel(),), generator=generator)
+    graphs.append(torch.stack([source, (source + step) % states]) + offset)
+    offset += states
+mdp_index = torch.cat(graphs, 1)
+mdp_batch = torch.cat([torch.full((int(g[0].max() - g[0].min()) + 1,), i) for i, g in enumerate(graphs)])
+rewards = torch.rand(mdp_index.shape[1], 1, generator=generator) * 2 - 1
+ones, values = torch.ones(offset, 1), torch.randn(offset, 1, generator=generator)
+GVI = dict(edge_channels=1, hidden_channels=64, num_heads=64, gamma=0.5, num_layers=3)
+
+
+def update_time(solve_function=None, solver="auto", repeats=args.repeats):
+    torch.manual_seed(0)
+    gvi_model = convergent.CGS(1, 1, solver=solver, **GVI)
+    optimizer = torch.optim.Adam(gvi_model.parameters(), lr=1e-3)
+    original = convergent.models.cgs.solve
+    if solve_function is not None:
+        convergent.models.cgs.solve = solve_function
+
+    def update():
+        loss = torch.nn.functional.mse_loss(gvi_model(ones, mdp_index, rewards, mdp_batch), values)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    try:
+        return median_time(update, repeats)
+    finally:
+        convergent.models.cgs.solve = original
+
+
+say(f"- {mdp_graphs} random MDP graphs of 20–49 states with 5–9 actions each: N = {offset:,}, E = {mdp_index.shape[1]:,}; "
+    f"CGS({GVI}); MSE loss, Adam")
+say("| solve | seconds per update | × fastest convergent |")
+say("|---|---:|---:|")
+update_times = {solver: update_time(solver=solver) for solver in ("auto", "picard", "anderson")}
+fastest = min(update_times.values())
+for solver, seconds in update_times.items():
+    say(f"| convergent, solver={solver!r} | {seconds:.4f} | {seconds / fastest:.2f} |")
+dense_seconds = update_time(solve_function=dense_solve, repeats=max(1, args.repeats // 2))
+say(f"| reference dense [heads, N, N] with batched matmul | {dense_seconds:.3f} | {dense_seconds / fastest:.0f} |")
+say()
+say(f"Sparse CGS update **{dense_seconds / fastest:.0f}× faster** than the dense formulation (target ≥ 100×).")
+say()
+
+# ---------------------------------------------------------------- 7. threads
+say("## 7. Threads")
+say()
+results = {}
+for count in (1, 2):
+    torch.set_num_threads(count)
+    maps, _ = SparseMaps.by_target(edge_index[0], edge_index[1], weight, args.nodes)
+    product = median_time(lambda: maps.matmul(x))
+    solve_seconds = median_time(lambda: convergent.solve(edge_index, weight, bias, gamma=0.5, solver="picard"),
+                                repeats=max(1, args.repeats // 2))
+    results[count] = (maps.matmul(x), convergent.solve(edge_index, weight, bias, gamma=0.5, solver="picard")[0],
+                      product, solve_seconds)
+torch.set_num_threads(threads)
+product_difference = ((results[1][0] - results[2][0]).abs().max() / results[1][0].abs().max()).item()
+solve_difference = ((results[1][1] - results[2][1]).abs().max() / results[1][1].abs().max()).item()
+say("| threads | product s | solve s (Picard, γ = 0.5) |")
+say("|---:|---:|---:|")
+for count in (1, 2):
+    say(f"| {count} | {results[count][2]:.4f} | {results[count][3]:.3f} |")
+say()
+say(f"Max relative difference between 1 and 2 threads: product {product_difference:.1e}, solve {solve_difference:.1e}.")
+if max(agreement, product_difference, solve_difference) > 1e-5:
+    sys.exit(f"methods disagree: SciPy {agreement:.1e}, threads {product_difference:.1e} / {solve_difference:.1e}")
+
+if not args.quick:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {args.out}")
