@@ -33,8 +33,9 @@ def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover 
 
 
 if numba is not None:
-    _parallel_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
-    _serial_matmul = numba.njit(parallel=False, cache=True, nogil=True)(_csr_multihead_matmul)
+    # One compiled function only: numba's on-disk cache keys entries by function and
+    # signature, so a serial and a parallel build of the same function would collide.
+    _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
 
 
 def available(*tensors: Tensor) -> bool:
@@ -57,10 +58,7 @@ def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Ten
         ``[R, M]``.
     """
     out = np.empty((indptr.shape[0] - 1, x.shape[1]), dtype=x.numpy().dtype)
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if threads == 1 or weight.numel() < PARALLEL_MIN_WORK:
-        _serial_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
-    else:
-        numba.set_num_threads(threads)
-        _parallel_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
+    threads = 1 if weight.numel() < PARALLEL_MIN_WORK else torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    _csr_multihead_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
     return torch.from_numpy(out)
