@@ -70,3 +70,14 @@ def test_solve_and_gradients_equal_the_pure_pytorch_path(solver, nonlinearity, t
     reference = run()
     for got, expected in zip(compiled, reference):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
+
+
+def test_lapack_stays_correct_after_the_parallel_kernel(threads):
+    """numba's OpenMP layer beside PyTorch's once made torch.linalg.solve return garbage."""
+    edge_index, weight, _ = random_maps(5_000, 40_000, 16, torch.float64)
+    maps, _ = SparseMaps.by_target(edge_index[0], edge_index[1], weight, 5_000)
+    maps.matmul(torch.randn(5_000, 16, dtype=torch.float64))
+    matrix = torch.eye(300, dtype=torch.float64) + 0.1 * torch.randn(300, 300, dtype=torch.float64)
+    right = torch.randn(300, 4, dtype=torch.float64)
+    solution = torch.linalg.solve(matrix, right)
+    torch.testing.assert_close(matrix @ solution, right, rtol=1e-10, atol=1e-10)

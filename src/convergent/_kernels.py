@@ -6,6 +6,8 @@ Only :mod:`convergent.sparse_map` calls these; it falls back to pure PyTorch
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -33,6 +35,10 @@ def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover 
 
 
 if numba is not None:
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # numba's default OpenMP layer loads a second OpenMP runtime beside PyTorch's,
+        # after which LAPACK calls in the same process returned wrong results here.
+        numba.config.THREADING_LAYER = "workqueue"
     # One compiled function only: numba's on-disk cache keys entries by function and
     # signature, so a serial and a parallel build of the same function would collide.
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
