@@ -34,6 +34,14 @@ def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover 
                 out[row, head] += weight[edge, head] * x[column, head]
 
 
+def _edge_outer_product(source, target, scale, left, right, out):  # pragma: no cover - compiled
+    num_edges, num_heads = out.shape
+    for edge in numba.prange(num_edges):
+        row, column = target[edge], source[edge]
+        for head in range(num_heads):
+            out[edge, head] = scale * left[row, head] * right[column, head]
+
+
 if numba is not None:
     if "NUMBA_THREADING_LAYER" not in os.environ:
         # numba's default OpenMP layer loads a second OpenMP runtime beside PyTorch's,
@@ -42,6 +50,7 @@ if numba is not None:
     # One compiled function only: numba's on-disk cache keys entries by function and
     # signature, so a serial and a parallel build of the same function would collide.
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
+    _edge_outer_product = numba.njit(parallel=True, cache=True, nogil=True)(_edge_outer_product)
 
 
 def available(*tensors: Tensor) -> bool:
@@ -49,6 +58,12 @@ def available(*tensors: Tensor) -> bool:
     return numba is not None and all(
         t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad for t in tensors
     ) and tensors[-1].dtype in (torch.float32, torch.float64)
+
+
+def _set_threads(work: int) -> None:
+    """Follow ``torch.get_num_threads()``, but one thread for small work."""
+    threads = 1 if work < PARALLEL_MIN_WORK else torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
 def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor) -> Tensor:
@@ -64,7 +79,22 @@ def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Ten
         ``[R, M]``.
     """
     out = np.empty((indptr.shape[0] - 1, x.shape[1]), dtype=x.numpy().dtype)
-    threads = 1 if weight.numel() < PARALLEL_MIN_WORK else torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    _set_threads(weight.numel())
     _csr_multihead_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
+    return torch.from_numpy(out)
+
+
+def edge_outer_product(source: Tensor, target: Tensor, scale: float, left: Tensor, right: Tensor) -> Tensor:
+    """``out[e, m] = scale · left[target[e], m] · right[source[e], m]``, without ``[E, M]`` temporaries.
+
+    Args:
+        source, target: ``[E]`` int64.
+        left, right: ``[N, M]`` contiguous, same dtype.
+
+    Returns:
+        ``[E, M]``.
+    """
+    out = np.empty((source.shape[0], left.shape[1]), dtype=left.numpy().dtype)
+    _set_threads(out.size)
+    _edge_outer_product(source.numpy(), target.numpy(), scale, left.numpy(), right.numpy(), out)
     return torch.from_numpy(out)

@@ -15,6 +15,8 @@ each head contracts in.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch_geometric.utils import degree, softmax
@@ -96,8 +98,8 @@ def contraction_norms(maps: SparseMaps, gamma: float) -> Tensor:
     if maps.num_nodes == 0 or maps.weight.shape[0] == 0:
         return torch.ones(maps.num_heads, dtype=torch.bool, device=maps.weight.device)
     limit = 1.0 + sum_tolerance(maps.weight.dtype)
-    max_row = maps.row_sums().amax(dim=0)
-    max_column = maps.column_sums().amax(dim=0)
+    max_row = torch.linalg.vector_norm(maps.row_sums(), math.inf, dim=0)  # sums are ≥ 0
+    max_column = torch.linalg.vector_norm(maps.column_sums(), math.inf, dim=0)
     by_rows = max_row <= limit
     bad = ~(by_rows | (max_column <= limit))
     if bad.any():

@@ -151,7 +151,7 @@ class _ImplicitFixedPoint(torch.autograd.Function):
         maps = problem.maps
         grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_weight = problem.gamma * u[maps.target] * h[maps.source]
+            grad_weight = maps.edge_products(u.contiguous(), h, problem.gamma)
             if ctx.edge_order is not None:  # back to the caller's edge order
                 grad_weight = torch.empty_like(grad_weight).index_copy_(0, ctx.edge_order, grad_weight)
         grad_bias = u if ctx.needs_input_grad[1] else None

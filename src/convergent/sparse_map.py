@@ -62,12 +62,21 @@ class SparseMaps:
         out = x.new_zeros(self.num_nodes, x.shape[1])
         return out.index_add_(0, self.target, self.weight * x[self.source])
 
+    def edge_products(self, left: Tensor, right: Tensor, scale: float = 1.0) -> Tensor:
+        """``[E, M]``: ``scale · left[target[e]] · right[source[e]]`` per edge and head
+        (the gradient of ``leftᵀ A right`` with respect to the weights)."""
+        if _kernels.available(self.weight, left, right):
+            return _kernels.edge_outer_product(self.source, self.target, scale, left, right)
+        return scale * left[self.target] * right[self.source]
+
     def transpose(self) -> SparseMaps:
         """The maps ``A_mᵀ`` (every edge reversed), sorted for the compiled kernel where it applies."""
         return SparseMaps.by_target(self.target, self.source, self.weight, self.num_nodes)[0]
 
     def row_sums(self) -> Tensor:
         """``[N, M]``: ``Σ_s A_m[t, s]`` for every node ``t`` (sum over in-edges)."""
+        if self.indptr is not None:  # A·1, row by row in the compiled kernel
+            return self.matmul(self.weight.new_ones(self.num_nodes, self.num_heads))
         return self._sum_at(self.target)
 
     def column_sums(self) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Literal, Union
 
 import torch
@@ -61,19 +62,27 @@ class FixedPointProblem:
 
     def apply(self, h: Tensor) -> Tensor:
         """``T(h) = post(γ A h + b)``; ``[N, M] -> [N, M]``."""
-        return self.finish(self.gamma * self.maps.matmul(h) + self.bias)
+        return self.finish(torch.add(self.bias, self.maps.matmul(h), alpha=self.gamma))
+
+    @cached_property
+    def _orders(self) -> tuple[str, ...]:
+        """The norms some head needs: ``"max"`` (∞-norm) and/or ``"sum"`` (1-norm)."""
+        return tuple(order for order, used in (("max", self.inf_norm.any()), ("sum", (~self.inf_norm).any()))
+                     if used)
 
     def norm(self, v: Tensor) -> Tensor:
         """``[N, M] -> [G, M]``: per-graph, per-head norm in each head's contraction norm."""
-        magnitude = v.abs()
-        if self.batch is None:
-            if v.shape[0] == 0:
-                return v.new_zeros(1, v.shape[1])
-            largest, total = magnitude.amax(0, keepdim=True), magnitude.sum(0, keepdim=True)
-        else:
-            largest = scatter(magnitude, self.batch, 0, self.num_graphs, reduce="max")
-            total = scatter(magnitude, self.batch, 0, self.num_graphs, reduce="sum")
-        return torch.where(self.inf_norm, largest, total)
+        if v.shape[0] == 0:
+            return v.new_zeros(self.num_graphs, v.shape[1])
+        norms = {}
+        for order in self._orders:
+            if self.batch is None:
+                norms[order] = torch.linalg.vector_norm(v, math.inf if order == "max" else 1, dim=0, keepdim=True)
+            else:
+                norms[order] = scatter(v.abs(), self.batch, 0, self.num_graphs, reduce=order)
+        if len(norms) == 1:
+            return next(iter(norms.values()))
+        return torch.where(self.inf_norm, norms["max"], norms["sum"])
 
     def per_node(self, per_graph: Tensor) -> Tensor:
         """Broadcast a ``[G, ...]`` tensor to ``[N, ...]``."""

@@ -54,8 +54,7 @@ class Anderson:
             gram[..., slot, :filled] = dots.movedim(0, -1)
             gram[..., :filled, slot] = dots.movedim(0, -1)
             weights = self._mixing_weights(gram[..., :filled, :filled])  # [G, M, filled]
-            node_weights = problem.per_node(weights.to(bias.dtype))  # [N, M, filled]
-            mixed = torch.einsum("nmj,jnm->nm", node_weights, outputs[:filled])
+            mixed = self._mix(problem, weights.to(bias.dtype), outputs[:filled])
             # Pairs that already met the rule take plain Picard steps, which can only
             # shrink their residual, while the others are still being mixed.
             h = torch.where(problem.per_node(rule.converged), mapped, mixed)
@@ -69,6 +68,13 @@ class Anderson:
         if problem.batch is None:
             return torch.einsum("jnm,nm->jm", history, new).unsqueeze(1)
         return scatter(history * new, problem.batch, 1, problem.num_graphs, reduce="sum")
+
+    @staticmethod
+    def _mix(problem: FixedPointProblem, weights: Tensor, history: Tensor) -> Tensor:
+        """``Σ_j α_j[g(n), m] · history[j, n, m]`` with ``weights`` ``[G, M, J]``, history ``[J, N, M]``."""
+        if problem.batch is None:
+            return torch.einsum("mj,jnm->nm", weights[0], history)
+        return torch.einsum("nmj,jnm->nm", problem.per_node(weights), history)
 
     def _mixing_weights(self, gram: Tensor) -> Tensor:
         """Solve ``min αᵀ H α`` s.t. ``Σ α = 1``: ``α = H⁻¹1 / (1ᵀ H⁻¹ 1)``, batched."""
