@@ -19,14 +19,15 @@ from torch import Tensor
 from convergent.solvers import default_max_iter
 
 
-def _picard(A: Tensor, b: Tensor, gamma: float, tol: float, inf_norm: Tensor) -> tuple[Tensor, int]:
-    """``h = γ A h + b`` by batched matmul; ``A`` [M, N, N], ``b`` [M, N, 1]."""
+def dense_picard(A: Tensor, b: Tensor, gamma: float, tol: float, inf_norm: Tensor,
+                 max_iter: int) -> tuple[Tensor, int]:
+    """``h = γ A h + b`` by batched matmul, ``A`` [M, N, N], ``b`` [M, N, 1], until every head
+    meets convergent's rule ``‖T(h) − h‖ ≤ tol · max(‖b‖, ‖T(h)‖)`` (∞- or 1-norm per head)."""
     def norm(v):
         v = v.abs().squeeze(-1)
         return torch.where(inf_norm, v.amax(1), v.sum(1))
 
     initial, h = norm(b), torch.zeros_like(b)
-    max_iter = default_max_iter(gamma, tol)
     for iteration in range(1, max_iter + 1):
         mapped = gamma * torch.bmm(A, h) + b
         done = bool((norm(mapped - h) <= tol * torch.maximum(initial, norm(mapped))).all())
@@ -49,13 +50,13 @@ def dense_solve(edge_index: Tensor, edge_weight: Tensor, bias: Tensor, *, gamma:
     b = bias.T.unsqueeze(-1)
     info = SimpleNamespace(backward=None)
     with torch.no_grad():
-        h, info.iterations = _picard(A, b, gamma, tol, inf_norm)
+        h, info.iterations = dense_picard(A, b, gamma, tol, inf_norm, default_max_iter(gamma, tol))
     z = gamma * torch.bmm(A, h) + b  # the extra step that puts A and b on the autograd tape
     if z.requires_grad:
         transposed = A.detach().transpose(1, 2).contiguous()
 
         def adjoint(grad: Tensor) -> Tensor:
-            y, info.backward = _picard(transposed, grad, gamma, tol, ~inf_norm)
+            y, info.backward = dense_picard(transposed, grad, gamma, tol, ~inf_norm, default_max_iter(gamma, tol))
             return y
 
         z.register_hook(adjoint)

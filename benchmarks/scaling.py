@@ -65,6 +65,7 @@ import convergent
 from convergent.solvers import default_max_iter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _dense_reference import dense_picard  # noqa: E402
 from _measure import GiB, MiB, machine, peak_rss_bytes, run_watched, start_peak, total_memory_bytes  # noqa: E402
 
 MODES = ("forward", "fwd+bwd")
@@ -211,23 +212,6 @@ def dense_bytes(num_nodes: int, heads: int, backward: bool) -> int:
     return DENSE_COPIES[backward] * heads * num_nodes**2 * 4
 
 
-def dense_fixed_point(A, b, gamma, tol, inf_norm, max_iter):
-    """Picard ``h ← γ A h + b`` with batched matmul, ``A`` [M, N, N], ``b`` [M, N, 1], until every
-    head meets convergent's rule ``‖T(h) − h‖ ≤ tol · max(‖b‖, ‖T(h)‖)`` (∞- or 1-norm per head)."""
-    def norm(v):
-        v = v.abs().squeeze(-1)
-        return torch.where(inf_norm, v.amax(1), v.sum(1))
-
-    initial, h = norm(b), torch.zeros_like(b)
-    for iteration in range(1, max_iter + 1):
-        mapped = gamma * torch.bmm(A, h) + b
-        done = bool((norm(mapped - h) <= tol * torch.maximum(initial, norm(mapped))).all())
-        h = mapped
-        if done:
-            return h, iteration
-    raise RuntimeError(f"dense iteration did not converge in {max_iter} steps")
-
-
 def setup_dense(system, args, backward):
     heads, num_nodes = args.heads, system.num_nodes
     source, target = system.edge_index
@@ -247,7 +231,7 @@ def setup_dense(system, args, backward):
             A[:, target, source] = weight.T
             b = bias.T.unsqueeze(-1)  # [M, N, 1]
             with torch.no_grad():
-                h, iterations[0] = dense_fixed_point(A, b, args.gamma, args.tol, inf_norm, max_iter)
+                h, iterations[0] = dense_picard(A, b, args.gamma, args.tol, inf_norm, max_iter)
             z = args.gamma * torch.bmm(A, h) + b  # the reference's extra step that re-engages autograd
             if backward:
                 # The reference's J = γ (φ'(y) * A)ᵀ with φ' = 1 for the linear map, and its hook that
@@ -255,7 +239,7 @@ def setup_dense(system, args, backward):
                 J = (args.gamma * A.detach()).transpose(1, 2)
 
                 def adjoint(grad):
-                    y, iterations[1] = dense_fixed_point(J, grad, 1.0, args.tol, ~inf_norm, max_iter)
+                    y, iterations[1] = dense_picard(J, grad, 1.0, args.tol, ~inf_norm, max_iter)
                     return y
 
                 z.register_hook(adjoint)
