@@ -34,6 +34,21 @@ def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover 
                 out[row, head] += weight[edge, head] * x[column, head]
 
 
+def _csr_multihead_scatter(indptr, columns, weight, x, partial):  # pragma: no cover - compiled
+    # Each thread scatters its share of the groups into its own partial sum: no atomics.
+    workers, num_nodes, num_heads = partial.shape
+    groups = indptr.shape[0] - 1
+    share = (groups + workers - 1) // workers
+    for worker in numba.prange(workers):
+        out = partial[worker]
+        out[:] = 0.0
+        for group in range(worker * share, min(groups, (worker + 1) * share)):
+            for edge in range(indptr[group], indptr[group + 1]):
+                column = columns[edge]
+                for head in range(num_heads):
+                    out[column, head] += weight[edge, head] * x[group, head]
+
+
 def _edge_outer_product(source, target, scale, left, right, out):  # pragma: no cover - compiled
     num_edges, num_heads = out.shape
     for edge in numba.prange(num_edges):
@@ -50,6 +65,7 @@ if numba is not None:
     # One compiled function only: numba's on-disk cache keys entries by function and
     # signature, so a serial and a parallel build of the same function would collide.
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
+    _csr_multihead_scatter = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_scatter)
     _edge_outer_product = numba.njit(parallel=True, cache=True, nogil=True)(_edge_outer_product)
 
 
@@ -82,6 +98,21 @@ def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Ten
     _set_threads(weight.numel())
     _csr_multihead_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
     return torch.from_numpy(out)
+
+
+def csr_multihead_scatter(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor) -> Tensor:
+    """``out[columns[e], m] += weight[e, m] · x[g, m]`` for every edge ``e`` of group ``g``.
+
+    The transposed product of :func:`csr_multihead_matmul` on the same arrays.
+
+    Returns:
+        ``[C, M]`` with ``C = x.shape[0]``.
+    """
+    _set_threads(weight.numel())
+    workers = numba.get_num_threads()
+    partial = np.empty((workers, x.shape[0], x.shape[1]), dtype=x.numpy().dtype)
+    _csr_multihead_scatter(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), partial)
+    return torch.from_numpy(partial[0] if workers == 1 else partial.sum(0))
 
 
 def edge_outer_product(source: Tensor, target: Tensor, scale: float, left: Tensor, right: Tensor) -> Tensor:

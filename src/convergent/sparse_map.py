@@ -23,8 +23,10 @@ class SparseMaps:
         target: ``[E]`` int64 target node of every edge.
         weight: ``[E, M]`` edge-major weights, one column per head.
         num_nodes: ``N``.
-        indptr: ``[N + 1]`` row offsets when the edges are sorted by target, which
-            lets :meth:`matmul` run the compiled row-by-row kernel; see :meth:`by_target`.
+        indptr: ``[N + 1]`` offsets of the edge groups when the edges are sorted by
+            target, which lets :meth:`matmul` run the compiled kernels; see :meth:`by_target`.
+        grouped_by_source: the groups of ``indptr`` are sources, not targets (the
+            transpose of a target-sorted map, multiplied by a scatter kernel).
     """
 
     source: Tensor
@@ -32,6 +34,7 @@ class SparseMaps:
     weight: Tensor
     num_nodes: int
     indptr: Tensor | None = None
+    grouped_by_source: bool = False
 
     @classmethod
     def by_target(cls, source: Tensor, target: Tensor, weight: Tensor, num_nodes: int) -> tuple[SparseMaps, Tensor | None]:
@@ -58,6 +61,8 @@ class SparseMaps:
     def matmul(self, x: Tensor) -> Tensor:
         """``y[:, m] = A_m x[:, m]`` for all heads at once: ``[N, M] -> [N, M]``."""
         if self.indptr is not None and _kernels.available(self.weight, x):
+            if self.grouped_by_source:
+                return _kernels.csr_multihead_scatter(self.indptr, self.target, self.weight, x.contiguous())
             return _kernels.csr_multihead_matmul(self.indptr, self.source, self.weight, x.contiguous())
         out = x.new_zeros(self.num_nodes, x.shape[1])
         return out.index_add_(0, self.target, self.weight * x[self.source])
@@ -70,12 +75,13 @@ class SparseMaps:
         return scale * left[self.target] * right[self.source]
 
     def transpose(self) -> SparseMaps:
-        """The maps ``A_mᵀ`` (every edge reversed), sorted for the compiled kernel where it applies."""
-        return SparseMaps.by_target(self.target, self.source, self.weight, self.num_nodes)[0]
+        """The maps ``A_mᵀ`` (every edge reversed), sharing this map's memory."""
+        return SparseMaps(self.target, self.source, self.weight, self.num_nodes, self.indptr,
+                          not self.grouped_by_source)
 
     def row_sums(self) -> Tensor:
         """``[N, M]``: ``Σ_s A_m[t, s]`` for every node ``t`` (sum over in-edges)."""
-        if self.indptr is not None:  # A·1, row by row in the compiled kernel
+        if self.indptr is not None and not self.grouped_by_source:  # A·1, row by row
             return self.matmul(self.weight.new_ones(self.num_nodes, self.num_heads))
         return self._sum_at(self.target)
 
