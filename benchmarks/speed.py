@@ -93,7 +93,7 @@ def random_system(num_nodes: int, seed: int = 0):
     return edge_index, weight, bias
 
 
-MiB = 2**20
+MiB = _measure.MiB
 machine = _measure.machine()
 say(f"# Speed: solver and training step ({'--quick' if args.quick else 'workload W'})")
 say()
@@ -162,7 +162,6 @@ say("|---|---:|---|---:|---:|---:|")
 # W's weights (U(0, 1) scores) leave column sums near 0.5, so the map contracts much faster
 # than γ; column-stochastic weights (scores ≡ 1, every column sum 1) are the hard case.
 stochastic = convergent.degree_normalize(torch.ones_like(weight), edge_index, args.nodes)
-forward_times = {}
 for label, weights, gamma in (("W", weight, 0.5), ("W", weight, 0.9), ("stochastic", stochastic, 0.9),
                               ("stochastic", stochastic, 0.99)):
     for solver in ("picard", "anderson"):
@@ -176,7 +175,6 @@ for label, weights, gamma in (("W", weight, 0.5), ("W", weight, 0.9), ("stochast
         else:
             seconds = median_time(forward, repeats=max(1, args.repeats // 2))
             _, info = forward()
-        forward_times[label, gamma, solver] = seconds
         say(f"| {label} | {gamma} | {solver} | {info.max_iterations} | {seconds:.3f} | {seconds / compiled_time:.1f} |")
 say()
 say("Target: Picard at γ = 0.5 within 25 products' worth; Anderson fewer products than Picard at γ = 0.9 and 0.99.")
@@ -244,16 +242,17 @@ del largest_index, features, edge_features, model
 say("## 6. One training update, graph value iteration configuration")
 say()
 generator = torch.Generator().manual_seed(2)
-graphs, offset = [], 0
-for _ in range(mdp_graphs):
+graphs, graph_of_state, offset = [], [], 0
+for graph in range(mdp_graphs):
     states = int(torch.randint(20, 50, (1,), generator=generator))
     actions = int(torch.randint(5, 10, (1,), generator=generator))
     source = torch.arange(states).repeat_interleave(actions)
     step = torch.randint(1, states, (source.numel(),), generator=generator)
     graphs.append(torch.stack([source, (source + step) % states]) + offset)
+    graph_of_state.append(torch.full((states,), graph))
     offset += states
 mdp_index = torch.cat(graphs, 1)
-mdp_batch = torch.cat([torch.full((int(g[0].max() - g[0].min()) + 1,), i) for i, g in enumerate(graphs)])
+mdp_batch = torch.cat(graph_of_state)
 rewards = torch.rand(mdp_index.shape[1], 1, generator=generator) * 2 - 1
 ones, values = torch.ones(offset, 1), torch.randn(offset, 1, generator=generator)
 GVI = dict(edge_channels=1, hidden_channels=64, num_heads=64, gamma=0.5, num_layers=3)

@@ -132,7 +132,7 @@ class _ImplicitFixedPoint(torch.autograd.Function):
         h, info = solver(problem, on_failure)
         slope = None
         if problem.post is not None:
-            slope = derivative(problem.post, problem.gamma * problem.maps.matmul(h) + problem.bias)
+            slope = derivative(problem.post, problem.preactivation(h))
         report["info"] = info
         ctx.problem, ctx.edge_order, ctx.solver, ctx.on_failure, ctx.info = problem, edge_order, solver, on_failure, info
         ctx.save_for_backward(h, slope)

@@ -60,9 +60,13 @@ class FixedPointProblem:
             return self.post * z
         return self.post(z)
 
+    def preactivation(self, h: Tensor) -> Tensor:
+        """``z = γ A h + b``; ``[N, M] -> [N, M]``."""
+        return torch.add(self.bias, self.maps.matmul(h), alpha=self.gamma)
+
     def apply(self, h: Tensor) -> Tensor:
         """``T(h) = post(γ A h + b)``; ``[N, M] -> [N, M]``."""
-        return self.finish(torch.add(self.bias, self.maps.matmul(h), alpha=self.gamma))
+        return self.finish(self.preactivation(h))
 
     @cached_property
     def _orders(self) -> tuple[str, ...]:
@@ -126,9 +130,14 @@ class SolveInfo:
         )
 
 
+def picard_steps(gamma: float, tol: float) -> int:
+    """``ceil(log(tol) / log(γ))``: Picard steps from zero the contraction guarantees for ``tol``."""
+    return math.ceil(math.log(tol) / math.log(gamma))
+
+
 def default_max_iter(gamma: float, tol: float) -> int:
     """Twice the Picard iterations the contraction guarantees, plus slack for rounding."""
-    return 2 * math.ceil(math.log(tol) / math.log(gamma)) + 20
+    return 2 * picard_steps(gamma, tol) + 20
 
 
 class StoppingRule:

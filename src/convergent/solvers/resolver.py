@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import Union
 
-from convergent.solvers._problem import FixedPointProblem, default_max_iter
+from convergent.solvers._problem import FixedPointProblem, default_max_iter, picard_steps
 from convergent.solvers.anderson import Anderson
 from convergent.solvers.direct import Direct
 from convergent.solvers.picard import Picard
@@ -41,8 +40,7 @@ def _choose(problem: FixedPointProblem, tol: float) -> str:
     block_elements = problem.num_graphs * problem.maps.num_heads * largest**2
     if problem.is_linear and largest <= DIRECT_MAX_NODES and block_elements <= DIRECT_MAX_ELEMENTS:
         lu_work = problem.num_graphs * largest**3 / 3
-        picard_work = math.ceil(math.log(tol) / math.log(problem.gamma)) * (
-            problem.maps.source.numel() + problem.maps.num_nodes)
+        picard_work = picard_steps(problem.gamma, tol) * (problem.maps.source.numel() + problem.maps.num_nodes)
         if lu_work <= picard_work:
             return "direct"
     return "anderson" if problem.gamma > ANDERSON_MIN_GAMMA else "picard"
