@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch_geometric.utils import scatter
 
 import convergent
 from convergent import _kernels
@@ -81,3 +82,38 @@ def test_lapack_stays_correct_after_the_parallel_kernel(threads):
     right = torch.randn(300, 4, dtype=torch.float64)
     solution = torch.linalg.solve(matrix, right)
     torch.testing.assert_close(matrix @ solution, right, rtol=1e-10, atol=1e-10)
+
+
+def test_group_by_is_a_stable_sort():
+    index = torch.randint(0, 50, (2_000,), generator=torch.Generator().manual_seed(3))
+    indptr, order = _kernels.group_by(index, 60)
+    torch.testing.assert_close(order, torch.argsort(index, stable=True), rtol=0, atol=0)
+    torch.testing.assert_close(indptr[1:] - indptr[:-1], torch.bincount(index, minlength=60), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_edges", [50, 40_000], ids=["serial size", "parallel size"])
+def test_affine_product_into_a_buffer_equals_the_pure_pytorch_path(num_edges, threads):
+    edge_index, weight, bias = random_maps(5_000, num_edges, 16, torch.float64)
+    x = torch.randn(5_000, 16, dtype=torch.float64)
+    maps, _ = SparseMaps.by_target(edge_index[0], edge_index[1], weight, 5_000)
+    buffer = torch.full_like(x, float("nan"))  # stale contents must not leak into the result
+    result = maps.matmul(x, scale=0.7, bias=bias, out=buffer)
+    assert result.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(result, bias + 0.7 * index_add_product(edge_index, weight, x), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(maps.matmul(x, scale=0.3), 0.3 * index_add_product(edge_index, weight, x),
+                               rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("shuffled", [False, True], ids=["sorted batch", "unsorted batch"])
+def test_step_norms_equal_per_graph_norms(shuffled, threads):
+    generator = torch.Generator().manual_seed(4)
+    batch = torch.arange(7).repeat_interleave(torch.randint(1, 9_000, (7,), generator=generator))
+    if shuffled:
+        batch = batch[torch.randperm(batch.numel(), generator=generator)]
+    new, old = torch.randn(2, batch.numel(), 5, dtype=torch.float64, generator=generator)
+    got = _kernels.step_norms(new, old, batch, 8)  # graph 7 has no nodes: zeros
+    for which, (reduce, v) in enumerate([("max", new - old), ("sum", new - old), ("max", new), ("sum", new)]):
+        expected = scatter(v.abs(), batch, 0, 8, reduce=reduce)
+        torch.testing.assert_close(got[which], expected, rtol=1e-12, atol=0)
+    single = _kernels.step_norms(new, old, None, 1)
+    torch.testing.assert_close(single[1, 0], (new - old).abs().sum(0), rtol=1e-12, atol=0)

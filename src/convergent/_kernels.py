@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 PARALLEL_MIN_WORK = 1 << 18
 
 
-def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover - compiled
+def _csr_multihead_matmul(indptr, columns, weight, x, scale, bias, out):  # pragma: no cover - compiled
+    # `bias is None` is decided at compile time: numba prunes the branch.
     num_rows, num_heads = out.shape
     for row in numba.prange(num_rows):
         for head in range(num_heads):
@@ -32,21 +33,43 @@ def _csr_multihead_matmul(indptr, columns, weight, x, out):  # pragma: no cover 
             column = columns[edge]
             for head in range(num_heads):
                 out[row, head] += weight[edge, head] * x[column, head]
+        for head in range(num_heads):
+            if bias is None:
+                out[row, head] *= scale
+            else:
+                out[row, head] = bias[row, head] + scale * out[row, head]
 
 
-def _csr_multihead_scatter(indptr, columns, weight, x, partial):  # pragma: no cover - compiled
-    # Each thread scatters its share of the groups into its own partial sum: no atomics.
-    workers, num_nodes, num_heads = partial.shape
-    groups = indptr.shape[0] - 1
-    share = (groups + workers - 1) // workers
+def _step_norms(new, old, batch, partial):  # pragma: no cover - compiled
+    # partial[w, 0..3, g, m]: max |new − old|, Σ |new − old|, max |new|, Σ |new| over the rows
+    # of graph g in worker w's share of the rows (all rows in graph 0 when batch is None).
+    workers = partial.shape[0]
+    num_rows, num_heads = new.shape
+    share = (num_rows + workers - 1) // workers
     for worker in numba.prange(workers):
         out = partial[worker]
         out[:] = 0.0
-        for group in range(worker * share, min(groups, (worker + 1) * share)):
-            for edge in range(indptr[group], indptr[group + 1]):
-                column = columns[edge]
-                for head in range(num_heads):
-                    out[column, head] += weight[edge, head] * x[group, head]
+        for row in range(worker * share, min(num_rows, (worker + 1) * share)):
+            graph = 0 if batch is None else batch[row]
+            for head in range(num_heads):
+                step = abs(new[row, head] - old[row, head])
+                size = abs(new[row, head])
+                out[0, graph, head] = max(out[0, graph, head], step)
+                out[1, graph, head] += step
+                out[2, graph, head] = max(out[2, graph, head], size)
+                out[3, graph, head] += size
+
+
+def _group_by(index, num_groups, indptr, order):  # pragma: no cover - compiled
+    # Stable counting sort: O(E + N), serial.
+    for value in index:
+        indptr[value + 1] += 1
+    for group in range(num_groups):
+        indptr[group + 1] += indptr[group]
+    fill = indptr[:-1].copy()
+    for edge in range(index.shape[0]):
+        order[fill[index[edge]]] = edge
+        fill[index[edge]] += 1
 
 
 def _edge_outer_product(source, target, scale, left, right, out):  # pragma: no cover - compiled
@@ -65,7 +88,8 @@ if numba is not None:
     # One compiled function only: numba's on-disk cache keys entries by function and
     # signature, so a serial and a parallel build of the same function would collide.
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
-    _csr_multihead_scatter = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_scatter)
+    _step_norms = numba.njit(parallel=True, cache=True, nogil=True)(_step_norms)
+    _group_by = numba.njit(cache=True, nogil=True)(_group_by)
     _edge_outer_product = numba.njit(parallel=True, cache=True, nogil=True)(_edge_outer_product)
 
 
@@ -82,37 +106,62 @@ def _set_threads(work: int) -> None:
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
 
 
-def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor) -> Tensor:
-    """``out[r, m] = Σ_{e ∈ row r} weight[e, m] · x[columns[e], m]``.
+def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor, scale: float = 1.0,
+                         bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+    """``out[r, m] = bias[r, m] + scale · Σ_{e ∈ row r} weight[e, m] · x[columns[e], m]``.
 
     Args:
         indptr: ``[R + 1]`` int64 row offsets into the edges (edges sorted by row).
         columns: ``[E]`` int64 column of every edge.
         weight: ``[E, M]``.
         x: ``[C, M]``, same dtype as ``weight``.
+        scale: factor of the product.
+        bias: ``[R, M]`` contiguous, or ``None`` for zero.
+        out: ``[R, M]`` contiguous buffer to write into (a fresh one when ``None``);
+            reusing one spares the page faults of a new large allocation.
 
     Returns:
-        ``[R, M]``.
+        ``[R, M]`` (``out`` when given).
     """
-    out = np.empty((indptr.shape[0] - 1, x.shape[1]), dtype=x.numpy().dtype)
+    if out is None:
+        out = torch.empty(indptr.shape[0] - 1, x.shape[1], dtype=x.dtype)
     _set_threads(weight.numel())
-    _csr_multihead_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), out)
-    return torch.from_numpy(out)
+    _csr_multihead_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), scale,
+                          None if bias is None else bias.numpy(), out.numpy())
+    return out
 
 
-def csr_multihead_scatter(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor) -> Tensor:
-    """``out[columns[e], m] += weight[e, m] · x[g, m]`` for every edge ``e`` of group ``g``.
+def step_norms(new: Tensor, old: Tensor, batch: Tensor | None, num_graphs: int) -> Tensor:
+    """Per-graph, per-head norms of a fixed-point step in one pass, without ``[N, M]`` temporaries.
 
-    The transposed product of :func:`csr_multihead_matmul` on the same arrays.
+    Args:
+        new, old: ``[N, M]`` contiguous, same dtype.
+        batch: ``[N]`` int64 graph of every row, or ``None`` for one graph.
+        num_graphs: ``G``.
 
     Returns:
-        ``[C, M]`` with ``C = x.shape[0]``.
+        ``[4, G, M]``: ``max |new − old|``, ``Σ |new − old|``, ``max |new|``, ``Σ |new|``.
     """
-    _set_threads(weight.numel())
+    _set_threads(new.numel())
     workers = numba.get_num_threads()
-    partial = np.empty((workers, x.shape[0], x.shape[1]), dtype=x.numpy().dtype)
-    _csr_multihead_scatter(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), partial)
-    return torch.from_numpy(partial[0] if workers == 1 else partial.sum(0))
+    partial = np.empty((workers, 4, num_graphs, new.shape[1]), dtype=new.numpy().dtype)
+    _step_norms(new.numpy(), old.numpy(), None if batch is None else batch.numpy(), partial)
+    maxima = partial[:, 0::2].max(0)
+    sums = partial[:, 1::2].sum(0)
+    return torch.from_numpy(np.stack([maxima[0], sums[0], maxima[1], sums[1]]))
+
+
+def group_by(index: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
+    """Stable grouping of ``[E]`` int64 ``index`` values in ``[0, num_groups)`` (counting sort).
+
+    Returns:
+        ``(indptr, order)``: ``[num_groups + 1]`` offsets and ``[E]`` positions such that
+        ``index[order[indptr[g]:indptr[g + 1]]] == g``, ascending within each group.
+    """
+    indptr = np.zeros(num_groups + 1, dtype=np.int64)
+    order = np.empty(index.shape[0], dtype=np.int64)
+    _group_by(index.numpy(), num_groups, indptr, order)
+    return torch.from_numpy(indptr), torch.from_numpy(order)
 
 
 def edge_outer_product(source: Tensor, target: Tensor, scale: float, left: Tensor, right: Tensor) -> Tensor:

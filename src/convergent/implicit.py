@@ -115,7 +115,7 @@ def solve(
 
     maps, edge_order = SparseMaps.by_target(edge_index[0], edge_index[1], edge_weight.detach(), num_nodes)
     problem = FixedPointProblem(
-        maps, bias.detach(), gamma, function, batch, num_graphs, contraction_norms(maps, gamma)
+        maps, bias.detach().contiguous(), gamma, function, batch, num_graphs, contraction_norms(maps, gamma)
     )
     chosen = resolve_solver(solver, problem, tol, max_iter)
     report: dict[str, SolveInfo] = {}
@@ -143,16 +143,22 @@ class _ImplicitFixedPoint(torch.autograd.Function):
     def backward(ctx: Any, grad_h: Tensor) -> tuple[Tensor | None, ...]:
         h, slope = ctx.saved_tensors
         problem: FixedPointProblem = ctx.problem
-        adjoint = FixedPointProblem(
-            problem.maps.transpose(), grad_h.contiguous(), problem.gamma, slope,
-            problem.batch, problem.num_graphs, ~problem.inf_norm,
-        )
-        u, ctx.info.backward = ctx.solver(adjoint, ctx.on_failure)
-        maps = problem.maps
+        u, ctx.info.backward = _adjoint_solve(problem, grad_h, slope, ctx.solver, ctx.on_failure)
         grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_weight = maps.edge_products(u.contiguous(), h, problem.gamma)
+            grad_weight = problem.maps.edge_products(u, h.detach(), problem.gamma)
             if ctx.edge_order is not None:  # back to the caller's edge order
                 grad_weight = torch.empty_like(grad_weight).index_copy_(0, ctx.edge_order, grad_weight)
         grad_bias = u if ctx.needs_input_grad[1] else None
         return grad_weight, grad_bias, None, None, None, None, None
+
+
+def _adjoint_solve(problem: FixedPointProblem, grad_h: Tensor, slope: Tensor | None, solver: Any,
+                   on_failure: OnFailure) -> tuple[Tensor, SolveInfo]:
+    """``u = D (γ Aᵀ u + ḡ)``; the transposed maps are freed on return, before the weight gradient."""
+    adjoint = FixedPointProblem(
+        problem.maps.transpose(), grad_h.contiguous(), problem.gamma, slope,
+        problem.batch, problem.num_graphs, ~problem.inf_norm,
+    )
+    u, info = solver(adjoint, on_failure)
+    return u.contiguous(), info

@@ -24,9 +24,7 @@ class SparseMaps:
         weight: ``[E, M]`` edge-major weights, one column per head.
         num_nodes: ``N``.
         indptr: ``[N + 1]`` offsets of the edge groups when the edges are sorted by
-            target, which lets :meth:`matmul` run the compiled kernels; see :meth:`by_target`.
-        grouped_by_source: the groups of ``indptr`` are sources, not targets (the
-            transpose of a target-sorted map, multiplied by a scatter kernel).
+            target, which lets :meth:`matmul` run the compiled kernel; see :meth:`by_target`.
     """
 
     source: Tensor
@@ -34,7 +32,6 @@ class SparseMaps:
     weight: Tensor
     num_nodes: int
     indptr: Tensor | None = None
-    grouped_by_source: bool = False
 
     @classmethod
     def by_target(cls, source: Tensor, target: Tensor, weight: Tensor, num_nodes: int) -> tuple[SparseMaps, Tensor | None]:
@@ -46,26 +43,30 @@ class SparseMaps:
         """
         if not _kernels.available(weight):
             return cls(source, target, weight, num_nodes), None
-        order = None
-        if target.numel() > 1 and not bool((target[1:] >= target[:-1]).all()):
-            target, order = torch.sort(target, stable=True)
-            source, weight = source[order], weight[order]
-        indptr = torch.zeros(num_nodes + 1, dtype=torch.long)
-        torch.cumsum(torch.bincount(target, minlength=num_nodes), 0, out=indptr[1:])
-        return cls(source, target, weight.contiguous(), num_nodes, indptr), order
+        indptr, order = _kernels.group_by(target, num_nodes)
+        if target.numel() > 1 and bool((target[1:] >= target[:-1]).all()):
+            return cls(source, target, weight.contiguous(), num_nodes, indptr), None
+        source, target, weight = (torch.index_select(t, 0, order) for t in (source, target, weight))
+        return cls(source, target, weight, num_nodes, indptr), order
 
     @property
     def num_heads(self) -> int:
         return self.weight.shape[1]
 
-    def matmul(self, x: Tensor) -> Tensor:
-        """``y[:, m] = A_m x[:, m]`` for all heads at once: ``[N, M] -> [N, M]``."""
-        if self.indptr is not None and _kernels.available(self.weight, x):
-            if self.grouped_by_source:
-                return _kernels.csr_multihead_scatter(self.indptr, self.target, self.weight, x.contiguous())
-            return _kernels.csr_multihead_matmul(self.indptr, self.source, self.weight, x.contiguous())
-        out = x.new_zeros(self.num_nodes, x.shape[1])
-        return out.index_add_(0, self.target, self.weight * x[self.source])
+    def matmul(self, x: Tensor, *, scale: float = 1.0, bias: Tensor | None = None,
+               out: Tensor | None = None) -> Tensor:
+        """``y[:, m] = scale · A_m x[:, m] + bias[:, m]`` for all heads at once: ``[N, M] -> [N, M]``.
+
+        ``bias`` (``[N, M]``) defaults to zero; ``out`` is an optional ``[N, M]`` buffer
+        for the result, which spares iterative solvers a large allocation per step.
+        """
+        extra = [t for t in (bias, out) if t is not None]
+        if self.indptr is not None and _kernels.available(*extra, self.weight, x):
+            return _kernels.csr_multihead_matmul(self.indptr, self.source, self.weight, x.contiguous(),
+                                                 scale, bias, out)
+        product = x.new_zeros(self.num_nodes, x.shape[1]).index_add_(0, self.target, self.weight * x[self.source])
+        product = product * scale if bias is None else torch.add(bias, product, alpha=scale)
+        return product if out is None else out.copy_(product)
 
     def edge_products(self, left: Tensor, right: Tensor, scale: float = 1.0) -> Tensor:
         """``[E, M]``: ``scale · left[target[e]] · right[source[e]]`` per edge and head
@@ -75,13 +76,16 @@ class SparseMaps:
         return scale * left[self.target] * right[self.source]
 
     def transpose(self) -> SparseMaps:
-        """The maps ``A_mᵀ`` (every edge reversed), sharing this map's memory."""
-        return SparseMaps(self.target, self.source, self.weight, self.num_nodes, self.indptr,
-                          not self.grouped_by_source)
+        """The maps ``A_mᵀ`` (every edge reversed).
+
+        Where the compiled kernel applies, the reversed edges are sorted by their new
+        target, which copies the weights once: the product then reads them in order.
+        """
+        return SparseMaps.by_target(self.target, self.source, self.weight, self.num_nodes)[0]
 
     def row_sums(self) -> Tensor:
         """``[N, M]``: ``Σ_s A_m[t, s]`` for every node ``t`` (sum over in-edges)."""
-        if self.indptr is not None and not self.grouped_by_source:  # A·1, row by row
+        if self.indptr is not None:  # A·1, row by row
             return self.matmul(self.weight.new_ones(self.num_nodes, self.num_heads))
         return self._sum_at(self.target)
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from convergent import _kernels
 from convergent.sparse_map import SparseMaps
 
 #: What follows ``γ A h + b``: ``None`` (linear), a ``[N, M]`` diagonal scale
@@ -60,13 +61,14 @@ class FixedPointProblem:
             return self.post * z
         return self.post(z)
 
-    def preactivation(self, h: Tensor) -> Tensor:
-        """``z = γ A h + b``; ``[N, M] -> [N, M]``."""
-        return torch.add(self.bias, self.maps.matmul(h), alpha=self.gamma)
+    def preactivation(self, h: Tensor, out: Tensor | None = None) -> Tensor:
+        """``z = γ A h + b``; ``[N, M] -> [N, M]``, written into ``out`` when given."""
+        return self.maps.matmul(h, scale=self.gamma, bias=self.bias, out=out)
 
-    def apply(self, h: Tensor) -> Tensor:
-        """``T(h) = post(γ A h + b)``; ``[N, M] -> [N, M]``."""
-        return self.finish(self.preactivation(h))
+    def apply(self, h: Tensor, out: Tensor | None = None) -> Tensor:
+        """``T(h) = post(γ A h + b)``; ``[N, M] -> [N, M]``, in ``out`` when given and ``post`` is linear."""
+        z = self.preactivation(h, out)
+        return z.mul_(self.post) if isinstance(self.post, Tensor) else self.finish(z)
 
     @cached_property
     def _orders(self) -> tuple[str, ...]:
@@ -87,6 +89,14 @@ class FixedPointProblem:
         if len(norms) == 1:
             return next(iter(norms.values()))
         return torch.where(self.inf_norm, norms["max"], norms["sum"])
+
+    def step_norms(self, h: Tensor, mapped: Tensor) -> tuple[Tensor, Tensor]:
+        """``(norm(mapped − h), norm(mapped))``, each ``[G, M]``, in one pass where the kernel applies."""
+        graphs = () if self.batch is None else (self.batch,)
+        if _kernels.available(*graphs, h, mapped):
+            step_max, step_sum, size_max, size_sum = _kernels.step_norms(mapped, h, self.batch, self.num_graphs)
+            return torch.where(self.inf_norm, step_max, step_sum), torch.where(self.inf_norm, size_max, size_sum)
+        return self.norm(mapped - h), self.norm(mapped)
 
     def per_node(self, per_graph: Tensor) -> Tensor:
         """Broadcast a ``[G, ...]`` tensor to ``[N, ...]``."""
@@ -162,8 +172,8 @@ class StoppingRule:
     def update(self, h: Tensor, mapped: Tensor) -> bool:
         """Record the map evaluation ``mapped = T(h)``; return whether every pair has converged."""
         self.evaluations += 1
-        self.residual = self.problem.norm(mapped - h)
-        scale = torch.maximum(self.initial, self.problem.norm(mapped))
+        self.residual, size = self.problem.step_norms(h, mapped)
+        scale = torch.maximum(self.initial, size)
         newly = ~self.converged & (self.residual <= self.tol * scale)
         self.iterations[newly] = self.evaluations
         self.converged |= newly

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from convergent.solvers._problem import FixedPointProblem, OnFailure, SolveInfo, StoppingRule
@@ -24,10 +25,11 @@ class Picard:
     def __call__(self, problem: FixedPointProblem, on_failure: OnFailure = "raise") -> tuple[Tensor, SolveInfo]:
         rule = StoppingRule(problem, self.tol)
         h = problem.bias.new_zeros(problem.bias.shape)
+        spare = torch.empty_like(h)  # two buffers, swapped every step
         for _ in range(self.max_iter):
-            mapped = problem.apply(h)
+            mapped = problem.apply(h, out=spare)
             done = rule.update(h, mapped)
-            h = mapped
+            h, spare = mapped, h
             if done:
                 break
         return h, rule.report("picard", on_failure)
