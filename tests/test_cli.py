@@ -18,7 +18,8 @@ def test_demo_beats_the_constant_prediction():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["test_mse"] < report["constant_mse"] / 3
-    assert report["max_error_bound"] < 1e-3
+    # tol = 1e-5 relative, γ = 0.8, and a 1-norm over up to ~50 nodes of order-one values.
+    assert report["max_error_bound"] < 1e-2
 
 
 def test_bad_steps_exit_non_zero_with_a_message():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch_geometric.nn import MLP
+from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import scatter, softmax
 
 
@@ -29,18 +31,28 @@ class AttentionLayer(nn.Module):
 
     def __init__(self, node_channels: int, edge_channels: int, hidden_channels: int, activation: str = "silu"):
         super().__init__()
-        self.edge_update = mlp(2 * node_channels + edge_channels, hidden_channels, hidden_channels, 2, activation)
+        # φ_e = edge_output ∘ edge_input; edge_input acts on [x_s, x_t, e_st] (see `forward`).
+        self.node_channels = node_channels
+        self.edge_input = nn.Linear(2 * node_channels + edge_channels, hidden_channels)
+        self.edge_output = nn.Sequential(activation_resolver(activation), nn.Linear(hidden_channels, hidden_channels))
         self.attention = nn.Linear(hidden_channels, 1)
         self.node_update = mlp(node_channels + hidden_channels, hidden_channels, hidden_channels, 2, activation)
 
     def reset_parameters(self) -> None:
-        self.edge_update.reset_parameters()
+        self.edge_input.reset_parameters()
+        self.edge_output[1].reset_parameters()
         self.attention.reset_parameters()
         self.node_update.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
         source, target = edge_index
-        edge = self.edge_update(torch.cat([x[source], x[target], edge_attr], dim=-1))
+        # The first layer of φ_e is linear in [x_s, x_t, e_st]: its node parts are computed per
+        # node and gathered, which costs N rather than E rows (E ≫ N), forward and backward.
+        to_source, to_target, to_edge = self.edge_input.weight.split(
+            [self.node_channels, self.node_channels, edge_attr.shape[1]], dim=1)
+        edge = (F.linear(x, to_source).index_select(0, source) + F.linear(x, to_target).index_select(0, target)
+                + F.linear(edge_attr, to_edge, self.edge_input.bias))
+        edge = self.edge_output(edge)
         weight = softmax(self.attention(edge), target, num_nodes=x.shape[0])
         message = scatter(weight * edge, target, 0, x.shape[0], reduce="sum")
         return self.node_update(torch.cat([x, message], dim=-1)), edge
