@@ -102,7 +102,8 @@ def random_mdps(num_graphs: int, *, states: tuple[int, int] = (20, 50), actions:
     return MDPBatch(torch.stack([next_state, acting]), reward, num_states, num_actions)
 
 
-def _check_mdp(edge_index: Tensor, reward: Tensor, num_nodes: int) -> Tensor:
+def check_mdp(edge_index: Tensor, reward: Tensor, num_nodes: int) -> Tensor:
+    """Validate an MDP graph (finite rewards, one per edge, an action for every state); returns ``edge_index``."""
     edge_index = check.check_edge_index(edge_index, num_nodes)
     reward = check.check_tensor("reward", reward).reshape(-1)
     if reward.numel() != edge_index.shape[1]:
@@ -132,7 +133,7 @@ def value_iteration(edge_index: Tensor, reward: Tensor, num_nodes: int, *, disco
     Returns:
         ``(values [N] float64, iterations)``.
     """
-    edge_index = _check_mdp(edge_index, reward, num_nodes)
+    edge_index = check_mdp(edge_index, reward, num_nodes)
     reward = reward.reshape(-1).double()
     acting = edge_index[1]
     if not bool((acting[1:] >= acting[:-1]).all()):  # a segment max needs the actions of a state together

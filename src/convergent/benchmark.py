@@ -1,0 +1,64 @@
+"""Train several methods on one task with the same data and budget, and tabulate them on its test sets."""
+
+from __future__ import annotations
+
+import csv
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convergent.training.checkpoint import load_checkpoint
+from convergent.training.config import TrainConfig
+from convergent.training.evaluation import evaluate
+from convergent.training.models import build_model
+from convergent.training.trainer import train
+
+COLUMNS = ("method", "test set", "MAPE %", "MAPE % (ref.)", "policy acc.", "parameters", "train s",
+           "inference s", "classical s")
+
+
+def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir: Path, *,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Train every config (label → config) into ``out_dir/label`` and evaluate it on ``sets``.
+
+    Returns one row per (method, test set); also writes ``results.csv`` and ``results.md``.
+    """
+    out_dir = Path(out_dir)
+    graphs = {name: task.test_graphs(name) for name in sets}
+    rows = []
+    for label, config in configs.items():
+        trained = train(task, config, out_dir / label, progress=progress)
+        model = build_model(config.model, task, config.model_options)
+        model.load_state_dict(load_checkpoint(out_dir / label / "checkpoint.pt", task.name)["model"])
+        for name in sets:
+            result = evaluate(model, task, graphs[name])
+            rows.append({"method": label, "test set": name, "MAPE %": result["mape"],
+                         "MAPE % (ref.)": result["mape_reference"], "policy acc.": result["policy_accuracy"],
+                         "parameters": trained["parameters"], "train s": trained["train_seconds"],
+                         "inference s": result["inference_seconds"], "classical s": result["classical_seconds"]})
+    write_tables(rows, out_dir)
+    return rows
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_format(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "results.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    machine = f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
+    (out_dir / "results.md").write_text(f"Machine: {machine}\n\n{markdown_table(rows)}\n")

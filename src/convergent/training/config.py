@@ -1,0 +1,67 @@
+"""The settings of one training run: a flat dataclass, built from a preset plus overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on, written to ``config.json`` in its output folder.
+
+    Attributes:
+        task: task name (``"gvi"``).
+        model: ``"cgs"``, ``"ignn"``, ``"sse"`` or ``"mpnn"``.
+        model_options: keyword arguments of the model class.
+        updates: optimizer steps.
+        batch_size: graphs per step.
+        pool_size: graphs generated afresh every ``refresh_every`` steps; each step
+            draws ``batch_size`` of them.
+        refresh_every: steps between fresh pools.
+        learning_rate: Adam's step size (the peak of every cosine cycle).
+        restart_period: steps per cosine cycle (``CosineAnnealingWarmRestarts``' ``T_0``);
+            runs end on a cycle's last step when ``updates`` is a multiple of it.
+        eval_every: steps between validation evaluations (and checkpoints).
+        validation_graphs: size of the fixed validation set.
+        seed: seeds the model's initial weights, the data and the batch order.
+    """
+
+    task: str
+    model: str = "cgs"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    updates: int = 1000
+    batch_size: int = 64
+    pool_size: int = 64
+    refresh_every: int = 32
+    learning_rate: float = 1e-3
+    restart_period: int = 500
+    eval_every: int = 250
+    validation_graphs: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("updates", "batch_size", "pool_size", "refresh_every", "restart_period", "eval_every",
+                     "validation_graphs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"config `{name}` must be a positive integer (got {getattr(self, name)!r})")
+        if self.batch_size > self.pool_size:
+            raise ValueError(f"config `batch_size` ({self.batch_size}) cannot exceed `pool_size` ({self.pool_size})")
+        if not self.learning_rate > 0:
+            raise ValueError(f"config `learning_rate` must be positive (got {self.learning_rate!r})")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; an unknown key is an error that names it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})

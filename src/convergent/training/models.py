@@ -1,0 +1,25 @@
+"""Build any of the library's models for a task from a config: CGS or a baseline."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+MODEL_KINDS = ("cgs", "ignn", "sse", "mpnn")
+
+
+def build_model(kind: str, task: Any, options: dict[str, Any]) -> nn.Module:
+    """``kind`` with the task's input/output sizes and ``options`` as keyword arguments.
+
+    All models share the call ``model(x, edge_index, edge_attr, batch) -> [N, out]``
+    and the same decoder (see :func:`convergent.models.encoder.mlp`).
+    """
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    module = importlib.import_module(f"convergent.models.{kind}")
+    try:
+        return getattr(module, kind.upper())(task.in_channels, task.out_channels, edge_channels=task.edge_channels, **options)
+    except TypeError as error:
+        raise ValueError(f"bad model_options for {kind!r}: {error}") from None
