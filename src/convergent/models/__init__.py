@@ -1,6 +1,9 @@
-"""CGS models and their building blocks."""
+"""CGS models, their building blocks, and the baselines they are compared with."""
 
 from convergent.models.cgs import CGS, FixedPointEmbedding, GraphCGS
 from convergent.models.encoder import AttentionEncoder, AttentionLayer
+from convergent.models.ignn import IGNN
+from convergent.models.mpnn import MPNN
+from convergent.models.sse import SSE
 
-__all__ = ["AttentionEncoder", "AttentionLayer", "CGS", "FixedPointEmbedding", "GraphCGS"]
+__all__ = ["AttentionEncoder", "AttentionLayer", "CGS", "FixedPointEmbedding", "GraphCGS", "IGNN", "MPNN", "SSE"]

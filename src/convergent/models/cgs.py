@@ -9,6 +9,7 @@ from convergent import _validation as check
 from convergent._nonlinearity import Nonlinearity
 from convergent.contraction import degree_normalize, gated_softmax
 from convergent.implicit import solve
+from convergent.models._inputs import check_graph_inputs
 from convergent.models.encoder import AttentionEncoder, mlp
 from convergent.solvers import SolveInfo
 
@@ -50,7 +51,8 @@ class FixedPointEmbedding(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 batch: Tensor | None = None) -> Tensor:
-        x, edge_attr = self._check_inputs(x, edge_index, edge_attr)
+        x, edge_index, edge_attr = check_graph_inputs(x, edge_index, edge_attr, self.in_channels,
+                                                      self.edge_channels)
         num_nodes = x.shape[0]
         node, edge = self.encoder(x, edge_index, edge_attr)
         scores = self.edge_score(edge)
@@ -60,29 +62,6 @@ class FixedPointEmbedding(nn.Module):
             weight = gated_softmax(scores, self.node_gate(node), edge_index, num_nodes)
         h, self.last_solve = solve(edge_index, weight, self.node_bias(node), batch=batch, **self.solve_options)
         return h
-
-    def _check_inputs(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None) -> tuple[Tensor, Tensor]:
-        x = check.check_tensor("x", x)
-        if x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"`x` must have shape [N, {self.in_channels}] (got {list(x.shape)})")
-        check.check_floating("x", x)
-        check.check_finite("x", x)
-        edge_index = check.check_edge_index(edge_index, x.shape[0])
-        num_edges = edge_index.shape[1]
-        if edge_attr is None:
-            if self.edge_channels:
-                raise ValueError(f"`edge_attr` of shape [E, {self.edge_channels}] is required by this model")
-            return x, x.new_zeros(num_edges, 0)
-        edge_attr = check.check_tensor("edge_attr", edge_attr)
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.unsqueeze(-1)
-        if edge_attr.shape != (num_edges, self.edge_channels):
-            raise ValueError(
-                f"`edge_attr` must have shape [E, edge_channels] = [{num_edges}, {self.edge_channels}] "
-                f"(got {list(edge_attr.shape)})"
-            )
-        check.check_finite("edge_attr", edge_attr)
-        return x, edge_attr.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"num_heads={self.num_heads}, gamma={self.gamma}, normalization={self.normalization!r}, "
