@@ -149,3 +149,18 @@ def test_bad_input_exits_with_one_clear_message(tmp_path):
     result = run_cli("eval", "gvi", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--sets", "",
                      "--graphs", str(tmp_path / "nan.pt"))
     assert result.returncode == 2 and "reward" in result.stderr and "NaN" in result.stderr
+
+
+def test_bench_trains_every_method_with_one_budget_and_writes_one_table(tmp_path):
+    result = run_cli("bench", "gvi", *TINY, "--methods", "cgs,ignn,sse,mpnn-2", "--sets", "a",
+                     "--out", str(tmp_path), "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["method"] for row in rows] == ["cgs", "ignn", "sse", "mpnn-2"]
+    for row in rows:
+        assert row["test set"] == "a" and 0 <= row["policy acc."] <= 1 and row["classical s"] > 0
+        config = json.loads((tmp_path / row["method"] / "config.json").read_text())
+        assert config["updates"] == 6 and config["batch_size"] == 4 and config["seed"] == 0
+    assert json.loads((tmp_path / "mpnn-2" / "config.json").read_text())["model_options"]["num_layers"] == 2
+    table = (tmp_path / "results.md").read_text()
+    assert "| sse | a |" in table and (tmp_path / "results.csv").read_text().count("\n") == 5
