@@ -27,8 +27,9 @@ def graphs():
 
 @pytest.mark.parametrize("normalization", ["degree", "softmax"])
 @pytest.mark.parametrize("nonlinearity", [None, "tanh"])
-def test_batch_equals_graphs_one_by_one(graphs, normalization, nonlinearity):
-    model = small_model(normalization=normalization, nonlinearity=nonlinearity)
+@pytest.mark.parametrize("graph_context", [False, True], ids=["", "graph context"])
+def test_batch_equals_graphs_one_by_one(graphs, normalization, nonlinearity, graph_context):
+    model = small_model(normalization=normalization, nonlinearity=nonlinearity, graph_context=graph_context)
     batch = Batch.from_data_list(graphs)
     together = model(*as_double(batch))
     assert model.last_solve.residual.shape == (len(graphs), 4)
@@ -142,3 +143,5 @@ def test_bad_model_settings_raise():
         CGS(4, 1, gamma=1.0)
     with pytest.raises(ValueError, match="`readout`"):
         GraphCGS(4, 1, readout="max")
+    with pytest.raises(ValueError, match="`graph_context`"):
+        GraphCGS(4, 1, graph_context=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_mean_pool
 
@@ -95,6 +96,8 @@ class CGS(nn.Module):
             (defaults: ``"auto"``, ``1e-5``, ``None``, ``"warn"``)
         activation: activation of the MLPs. (default: ``"silu"``)
         decoder_layers: depth of the decoder MLP. (default: ``2``)
+        graph_context: also decode the mean of ``h*`` over each node's graph, next to
+            the node's own ``h*`` (a graph-level offset, e.g. of MDP values). (default: ``False``)
 
     Shapes:
         x ``[N, in_channels]``, edge_index ``[2, E]``, edge_attr ``[E, edge_channels]``,
@@ -102,12 +105,14 @@ class CGS(nn.Module):
         :class:`~convergent.SolveInfo` of the last forward pass.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, decoder_layers: int = 2, **options):
+    def __init__(self, in_channels: int, out_channels: int, *, decoder_layers: int = 2, graph_context: bool = False,
+                 **options):
         super().__init__()
         self.embedding = FixedPointEmbedding(in_channels, **options)
+        self.graph_context = bool(graph_context)
         hidden = options.get("hidden_channels", 64)
-        self.decoder = mlp(self.embedding.num_heads, hidden, out_channels, decoder_layers,
-                           options.get("activation", "silu"))
+        self.decoder = mlp((2 if self.graph_context else 1) * self.embedding.num_heads, hidden, out_channels,
+                           decoder_layers, options.get("activation", "silu"))
 
     @property
     def last_solve(self) -> SolveInfo | None:
@@ -119,7 +124,11 @@ class CGS(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 batch: Tensor | None = None) -> Tensor:
-        return self.decoder(self.embedding(x, edge_index, edge_attr, batch))
+        h = self.embedding(x, edge_index, edge_attr, batch)
+        if self.graph_context:
+            context = h.mean(0, keepdim=True).expand_as(h) if batch is None else global_mean_pool(h, batch)[batch]
+            h = torch.cat([h, context], dim=-1)
+        return self.decoder(h)
 
 
 class GraphCGS(CGS):
@@ -140,6 +149,8 @@ class GraphCGS(CGS):
     def __init__(self, in_channels: int, out_channels: int, *, readout: str = "sum", **options):
         if readout not in READOUTS:
             raise ValueError(f"`readout` must be one of {sorted(READOUTS)} (got {readout!r})")
+        if options.get("graph_context"):
+            raise ValueError("`graph_context` is for node targets (CGS); GraphCGS already decodes a graph readout")
         super().__init__(in_channels, out_channels, **options)
         self.readout = readout
 
