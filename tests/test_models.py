@@ -27,9 +27,9 @@ def graphs():
 
 @pytest.mark.parametrize("normalization", ["degree", "softmax"])
 @pytest.mark.parametrize("nonlinearity", [None, "tanh"])
-@pytest.mark.parametrize("graph_context", [False, True], ids=["", "graph context"])
-def test_batch_equals_graphs_one_by_one(graphs, normalization, nonlinearity, graph_context):
-    model = small_model(normalization=normalization, nonlinearity=nonlinearity, graph_context=graph_context)
+@pytest.mark.parametrize("extra", [{}, {"graph_context": True, "stages": 2}], ids=["", "graph context, 2 stages"])
+def test_batch_equals_graphs_one_by_one(graphs, normalization, nonlinearity, extra):
+    model = small_model(normalization=normalization, nonlinearity=nonlinearity, **extra)
     batch = Batch.from_data_list(graphs)
     together = model(*as_double(batch))
     assert model.last_solve.residual.shape == (len(graphs), 4)
@@ -70,8 +70,10 @@ def test_every_solver_gives_the_same_outputs_and_parameter_gradients(graphs):
             torch.testing.assert_close(grad, reference, rtol=1e-6, atol=1e-9)
 
 
-def test_parameter_gradients_match_finite_differences(graphs):
-    model = small_model(normalization="softmax", nonlinearity="tanh", solver="anderson")
+@pytest.mark.parametrize("stages", [1, 2])
+def test_parameter_gradients_match_finite_differences(graphs, stages):
+    """With two stages the first stage's gradient passes through both fixed points."""
+    model = small_model(normalization="softmax", nonlinearity="tanh", solver="anderson", stages=stages)
     batch = as_double(Batch.from_data_list(graphs[:2]))
     parameter = model.embedding.edge_score.weight
     model(*batch).sum().backward()
@@ -143,5 +145,7 @@ def test_bad_model_settings_raise():
         CGS(4, 1, gamma=1.0)
     with pytest.raises(ValueError, match="`readout`"):
         GraphCGS(4, 1, readout="max")
+    with pytest.raises(ValueError, match="`stages`"):
+        CGS(4, 1, stages=0)
     with pytest.raises(ValueError, match="`graph_context`"):
         GraphCGS(4, 1, graph_context=True)

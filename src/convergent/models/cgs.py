@@ -98,6 +98,10 @@ class CGS(nn.Module):
         decoder_layers: depth of the decoder MLP. (default: ``2``)
         graph_context: also decode the mean of ``h*`` over each node's graph, next to
             the node's own ``h*`` (a graph-level offset, e.g. of MDP values). (default: ``False``)
+        stages: number of fixed-point stages. Stage ``k > 1`` has its own encoder and maps,
+            and its node features are the input features next to stage ``k − 1``'s fixed
+            point, so its maps can depend on the first solution — as policy iteration
+            re-chooses actions from the values of the last policy. (default: ``1``)
 
     Shapes:
         x ``[N, in_channels]``, edge_index ``[2, E]``, edge_attr ``[E, edge_channels]``,
@@ -106,9 +110,14 @@ class CGS(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, decoder_layers: int = 2, graph_context: bool = False,
-                 **options):
+                 stages: int = 1, **options):
         super().__init__()
+        if not isinstance(stages, int) or stages < 1:
+            raise ValueError(f"`stages` must be a positive integer (got {stages!r})")
         self.embedding = FixedPointEmbedding(in_channels, **options)
+        heads = self.embedding.num_heads
+        self.later_stages = nn.ModuleList(FixedPointEmbedding(in_channels + heads, **options)
+                                          for _ in range(stages - 1))
         self.graph_context = bool(graph_context)
         hidden = options.get("hidden_channels", 64)
         self.decoder = mlp((2 if self.graph_context else 1) * self.embedding.num_heads, hidden, out_channels,
@@ -116,15 +125,26 @@ class CGS(nn.Module):
 
     @property
     def last_solve(self) -> SolveInfo | None:
-        return self.embedding.last_solve
+        """The solve report of the last stage in the last forward pass."""
+        return (self.later_stages[-1] if len(self.later_stages) else self.embedding).last_solve
 
     def reset_parameters(self) -> None:
         self.embedding.reset_parameters()
+        for stage in self.later_stages:
+            stage.reset_parameters()
         self.decoder.reset_parameters()
+
+    def fixed_points(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                     batch: Tensor | None = None) -> Tensor:
+        """``[N, num_heads]``: the last stage's fixed point ``h*``."""
+        h = self.embedding(x, edge_index, edge_attr, batch)
+        for stage in self.later_stages:
+            h = stage(torch.cat([x, h], dim=-1), edge_index, edge_attr, batch)
+        return h
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 batch: Tensor | None = None) -> Tensor:
-        h = self.embedding(x, edge_index, edge_attr, batch)
+        h = self.fixed_points(x, edge_index, edge_attr, batch)
         if self.graph_context:
             context = h.mean(0, keepdim=True).expand_as(h) if batch is None else global_mean_pool(h, batch)[batch]
             h = torch.cat([h, context], dim=-1)
@@ -156,5 +176,5 @@ class GraphCGS(CGS):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
                 batch: Tensor | None = None) -> Tensor:
-        h = self.embedding(x, edge_index, edge_attr, batch)
+        h = self.fixed_points(x, edge_index, edge_attr, batch)
         return self.decoder(READOUTS[self.readout](h, batch))
