@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="train CGS and the baselines with one budget; print one table")
     bench.add_argument("task", choices=["gvi"])
-    bench.add_argument("--preset", default="default", help="budget and CGS settings (a task preset)")
+    bench.add_argument("--preset", default="best", help="budget and CGS settings (a task preset; default best)")
     bench.add_argument("--methods", default="cgs,ignn,sse,mpnn-3,mpnn-6,mpnn-12",
                        help="comma-separated: cgs, ignn, sse, mpnn-DEPTH")
     bench.add_argument("--sets", default="a,b,c")
