@@ -139,7 +139,7 @@ class CGS(nn.Module):
         """``[N, num_heads]``: the last stage's fixed point ``h*``."""
         h = self.embedding(x, edge_index, edge_attr, batch)
         for stage in self.later_stages:
-            h = stage(torch.cat([x, h], dim=-1), edge_index, edge_attr, batch)
+            h = stage(torch.cat([x, (1.0 - self.embedding.gamma) * h], dim=-1), edge_index, edge_attr, batch)
         return h
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
