@@ -24,7 +24,8 @@ def learning_curve(records: list[dict], path: Path, *, metric: str | None = None
         other.plot([r["update"] for r in validation], [r[metric] for r in validation], "o-", color="tab:orange",
                    label=f"validation {metric}")
         other.set_ylabel(f"validation {metric}")
-        figure.legend(loc="upper right")
+        handles = axis.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0]
+        other.legend(handles=handles, loc="upper center")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
