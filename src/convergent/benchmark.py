@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,17 @@ def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir
     return rows
 
 
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
@@ -60,5 +72,5 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> None:
         writer = csv.DictWriter(stream, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    machine = f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
+    machine = f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
     (out_dir / "results.md").write_text(f"Machine: {machine}\n\n{markdown_table(rows)}\n")
