@@ -50,8 +50,8 @@ PRESETS = {
     "paper": {"model_options": _PAPER_MODEL, "updates": 5000, "batch_size": 64, "pool_size": 64,
               "refresh_every": 32, "learning_rate": 1e-3, "restart_period": 1000, "eval_every": 500},
     # The best configuration measured so far (README): γ = 0.9, the system's own discount, and a
-    # second stage whose maps see the first stage's values (a step of policy iteration).
-    "best": {"model_options": {**_SOFTMAX_MODEL, "gamma": 0.9, "stages": 2}, "updates": 1500, "pool_size": 2048,
+    # second and a third stage whose maps see the previous stage's values (steps of policy iteration).
+    "best": {"model_options": {**_SOFTMAX_MODEL, "gamma": 0.9, "stages": 3}, "updates": 1500, "pool_size": 2048,
              "restart_period": 1500, "eval_every": 500},
 }
 
