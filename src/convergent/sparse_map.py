@@ -43,9 +43,11 @@ class SparseMaps:
         """
         if not _kernels.available(weight):
             return cls(source, target, weight, num_nodes), None
-        indptr, order = _kernels.group_by(target, num_nodes)
-        if target.numel() > 1 and bool((target[1:] >= target[:-1]).all()):
+        if bool((target[1:] >= target[:-1]).all()):  # already sorted: only the offsets are needed
+            indptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+            torch.cumsum(torch.bincount(target, minlength=num_nodes), 0, out=indptr[1:])
             return cls(source, target, weight.contiguous(), num_nodes, indptr), None
+        indptr, order = _kernels.group_by(target, num_nodes)
         source, target, weight = (torch.index_select(t, 0, order) for t in (source, target, weight))
         return cls(source, target, weight, num_nodes, indptr), order
 
