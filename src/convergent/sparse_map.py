@@ -48,7 +48,7 @@ class SparseMaps:
             torch.cumsum(torch.bincount(target, minlength=num_nodes), 0, out=indptr[1:])
             return cls(source, target, weight.contiguous(), num_nodes, indptr), None
         indptr, order = _kernels.group_by(target, num_nodes)
-        source, target, weight = (torch.index_select(t, 0, order) for t in (source, target, weight))
+        source, target, weight = (_kernels.gather_rows(t.contiguous(), order) for t in (source, target, weight))
         return cls(source, target, weight, num_nodes, indptr), order
 
     @property
