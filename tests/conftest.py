@@ -277,3 +277,12 @@ def apply_map(edge_index, edge_weight, bias, gamma, h, function=None) -> Tensor:
 def picard_bound(gamma: float, tol: float) -> int:
     """Map evaluations Picard from zero needs at most: ``ceil(log tol / log γ) + 1``."""
     return math.ceil(math.log(tol) / math.log(gamma)) + 1
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_set_cache(tmp_path_factory):
+    """Test sets the commands cache go to a temporary folder, not the user's ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CONVERGENT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()

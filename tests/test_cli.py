@@ -37,3 +37,12 @@ def test_readme_example_runs():
     example = re.search(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), re.M | re.S).group(1)
     result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_package_imports_without_the_optional_simulators():
+    code = ("import sys; sys.modules['openpnm'] = None\n"
+            "import convergent, convergent.tasks, convergent.cli\n"
+            "sys.exit(convergent.cli.main(['train', 'porenet', '--quiet']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "pip install -e '.[porenet]'" in result.stderr and "Traceback" not in result.stderr

@@ -16,10 +16,6 @@ from convergent.training.evaluation import evaluate
 from convergent.training.models import build_model
 from convergent.training.trainer import train
 
-COLUMNS = ("method", "test set", "MAPE %", "MAPE % (ref.)", "policy acc.", "parameters", "train s",
-           "inference s", "classical s")
-
-
 def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir: Path, *,
             progress: bool = True) -> list[dict[str, Any]]:
     """Train every config (label → config) into ``out_dir/label`` and evaluate it on ``sets``.
@@ -35,8 +31,8 @@ def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir
         model.load_state_dict(load_checkpoint(out_dir / label / "checkpoint.pt", task.name)["model"])
         for name in sets:
             result = evaluate(model, task, graphs[name])
-            rows.append({"method": label, "test set": name, "MAPE %": result["mape"],
-                         "MAPE % (ref.)": result["mape_reference"], "policy acc.": result["policy_accuracy"],
+            rows.append({"method": label, "test set": name,
+                         **{column: result[metric] for column, metric in task.columns.items()},
                          "parameters": trained["parameters"], "train s": trained["train_seconds"],
                          "inference s": result["inference_seconds"], "classical s": result["classical_seconds"]})
     write_tables(rows, out_dir)
@@ -61,15 +57,17 @@ def _format(value: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_format(row[c]) for c in COLUMNS) + " |" for row in rows]
+    """Rows of :func:`compare` (all with the same keys) as a Markdown table."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_format(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     machine = f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, torch {torch.__version__}"

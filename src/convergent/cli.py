@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from convergent import __version__
+
+#: Task names (``convergent.tasks.TASKS``), listed here so that ``--help`` imports nothing heavy.
+TASKS = ("gvi", "porenet")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -63,11 +67,16 @@ def resolve_config(task: Any, preset: str, overrides: list[str], seed: int | Non
     return TrainConfig.from_dict(values)
 
 
+def _cache_dir() -> Path:
+    """Where fixed test sets are cached: ``$CONVERGENT_CACHE``, else ``~/.cache/convergent``."""
+    return Path(os.environ.get("CONVERGENT_CACHE", "~/.cache/convergent")).expanduser()
+
+
 def _train(args: argparse.Namespace) -> int:
     from convergent.tasks import get_task
     from convergent.training import train
 
-    task = get_task(args.task)
+    task = get_task(args.task, cache_dir=_cache_dir())
     config = resolve_config(task, args.preset, args.set, args.seed, args.model)
     out = args.out or Path("runs") / f"{args.task}-{args.preset}-{config.model}"
     summary = train(task, config, out, progress=not args.quiet)
@@ -85,15 +94,12 @@ def _eval(args: argparse.Namespace) -> int:
     from convergent.tasks import get_task
     from convergent.training import build_model, evaluate, load_checkpoint
 
-    task = get_task(args.task)
+    task = get_task(args.task, cache_dir=_cache_dir())
     checkpoint = load_checkpoint(args.checkpoint, task.name)
     config = checkpoint["config"]
     model = build_model(config["model"], task, config["model_options"])
     model.load_state_dict(checkpoint["model"])
-    sets = {name: task.test_graphs(name) for name in args.sets.split(",") if name}
-    for name in sets:
-        if name not in task.test_sets:
-            raise ValueError(f"unknown test set {name!r}; choose from {', '.join(task.test_sets)}")
+    sets = {name: task.test_graphs(name) for name in _test_sets(task, args.sets)}
     if args.graphs is not None:
         graphs = load_data_list(args.graphs, required=("x", "edge_index", "edge_attr", "y"))
         for graph in graphs:
@@ -113,12 +119,21 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_sets(task: Any, names: str | None) -> list[str]:
+    """``names`` (comma-separated) checked against the task's test sets; ``None`` for all of them."""
+    chosen = list(task.test_sets) if names is None else [name for name in names.split(",") if name]
+    for name in chosen:
+        if name not in task.test_sets:
+            raise ValueError(f"unknown test set {name!r}; choose from {', '.join(task.test_sets)}")
+    return chosen
+
+
 def _bench(args: argparse.Namespace) -> int:
     from convergent.benchmark import compare, markdown_table
     from convergent.tasks import get_task
 
-    task = get_task(args.task)
-    base = resolve_config(task, args.preset, args.set, args.seed, None)
+    task = get_task(args.task, cache_dir=_cache_dir())
+    base = resolve_config(task, args.preset or task.bench_preset, args.set, args.seed, None)
     configs = {}
     for method in args.methods.split(","):
         kind, _, depth = method.partition("-")
@@ -127,7 +142,8 @@ def _bench(args: argparse.Namespace) -> int:
         if depth:
             options["num_layers"] = int(depth)
         configs[method] = base.replace(model=kind, model_options=options)
-    rows = compare(task, configs, args.sets.split(","), args.out, progress=not args.quiet)
+    rows = compare(task, configs, _test_sets(task, args.sets), args.out or Path("runs") / f"bench-{task.name}",
+                   progress=not args.quiet)
     print(json.dumps(rows) if args.json else markdown_table(rows))
     return 0
 
@@ -148,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train", help="train a model on a task; writes checkpoint, config, metrics, plots")
-    train.add_argument("task", choices=["gvi"])
-    train.add_argument("--preset", default="default", help="task preset (gvi: default, paper, best)")
+    train.add_argument("task", choices=TASKS)
+    train.add_argument("--preset", default="default", help="task preset (gvi: default, paper, best; "
+                                                          "porenet: default, paper)")
     train.add_argument("--model", choices=["cgs", "ignn", "sse", "mpnn"], help="model (default: the preset's)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set updates=200 --set model_options.num_heads=32")
@@ -159,23 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the task's test sets or your graphs")
-    evaluate.add_argument("task", choices=["gvi"])
+    evaluate.add_argument("task", choices=TASKS)
     evaluate.add_argument("--checkpoint", type=Path, required=True)
-    evaluate.add_argument("--sets", default="a,b,c", help="comma-separated test sets (gvi: a, b, c; '' for none)")
+    evaluate.add_argument("--sets", help="comma-separated test sets (default all: gvi a, b, c; porenet a, b, c, d; "
+                                         "'' for none)")
     evaluate.add_argument("--graphs", type=Path, help="torch.save file of a list of PyG Data with x, edge_index, "
                                                        "edge_attr, y")
     quiet_json(evaluate)
     evaluate.set_defaults(run=_eval)
 
     bench = commands.add_parser("bench", help="train CGS and the baselines with one budget; print one table")
-    bench.add_argument("task", choices=["gvi"])
-    bench.add_argument("--preset", default="best", help="budget and CGS settings (a task preset; default best)")
+    bench.add_argument("task", choices=TASKS)
+    bench.add_argument("--preset", help="budget and CGS settings (a task preset; default: gvi best, porenet paper)")
     bench.add_argument("--methods", default="cgs,ignn,sse,mpnn-3,mpnn-6,mpnn-12",
                        help="comma-separated: cgs, ignn, sse, mpnn-DEPTH")
-    bench.add_argument("--sets", default="a,b,c")
+    bench.add_argument("--sets", help="comma-separated test sets (default all)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for all")
     bench.add_argument("--seed", type=int)
-    bench.add_argument("--out", type=Path, default=Path("runs/bench-gvi"))
+    bench.add_argument("--out", type=Path, help="output folder (default runs/bench-TASK)")
     quiet_json(bench)
     bench.set_defaults(run=_bench)
     return parser
@@ -188,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"convergent: error: {error}", file=sys.stderr)
         return 2
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from convergent.tasks.gvi import GVITask
+from convergent.tasks.porenet import PorenetTask
 
-TASKS = {"gvi": GVITask}
+TASKS = {"gvi": GVITask, "porenet": PorenetTask}
 
 
 def get_task(name: str, **options):
-    """The task called ``name`` (``"gvi"``)."""
+    """The task called ``name`` (``"gvi"`` or ``"porenet"``)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}")
     return TASKS[name](**options)

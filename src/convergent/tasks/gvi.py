@@ -65,6 +65,10 @@ class GVITask:
     out_channels = 1
     presets = PRESETS
     test_sets = TEST_SETS
+    primary_metric = "policy_accuracy"
+    bench_preset = "best"
+    #: Table column → metric, for ``convergent bench``.
+    columns = {"MAPE %": "mape", "MAPE % (ref.)": "mape_reference", "policy acc.": "policy_accuracy"}
 
     def __init__(self, cache_dir: Path | None = None):
         self.cache_dir = cache_dir

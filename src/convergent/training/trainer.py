@@ -85,7 +85,7 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
                 record({"update": done, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                         "seconds": train_seconds})
                 bar.set_postfix(loss=f"{loss.item():.3g}", **{k: f"{v:.3g}" for k, v in summary.items()
-                                                              if k in ("mape", "policy_accuracy")})
+                                                              if k in task.columns.values()})
             if done % config.eval_every == 0 or done == config.updates:
                 result = evaluate(model, task, validation)
                 summary = {k: v for k, v in result.items() if isinstance(v, float) and "seconds" not in k}
@@ -95,8 +95,7 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
                     "update": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "metrics": summary,
                 })
-    plots.learning_curve(records, out_dir / "learning_curve.png", metric="policy_accuracy" if
-                         "policy_accuracy" in summary else next(iter(summary), None))
+    plots.learning_curve(records, out_dir / "learning_curve.png", metric=task.primary_metric)
     plots.parity(result["prediction"], result["target"], out_dir / "parity.png",
                  title=f"{config.task} / {config.model}: validation set")
     parameters = sum(p.numel() for p in model.parameters())

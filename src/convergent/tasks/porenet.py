@@ -1,0 +1,124 @@
+"""Pore-network Stokes flow as a learning task: predict pore pressures (OpenPNM ground truth).
+
+The system, its units and scaling are in :mod:`convergent.systems.porenet`. Metrics, over
+all pores of a set (pressures in bar):
+
+* ``mse``: mean squared pressure error (bar²);
+* ``relative_error`` = Σ |p̂ − p| / Σ |p| (pooled over pores: a per-pore ratio would divide
+  by the zero pressure of the outlet pores);
+* ``flow_error``: mean over networks of |Q̂ − Q| / |Q|, with ``Q`` OpenPNM's flow into the
+  outlet pores and ``Q̂`` the same flow computed from the predicted pressures;
+* ``linear_relative_error``: ``relative_error`` of the trivial guess p = 1 − x / 1 mm (a
+  uniform medium), the floor any model has to beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from convergent.systems import porenet
+
+
+@dataclass(frozen=True)
+class TestSet:
+    description: str
+    num_graphs: int
+    pores: tuple[int, int]
+    seed: int
+
+
+TEST_SETS = {
+    "a": TestSet("100 networks, 50–199 pores (training distribution)", 100, (50, 200), 2001),
+    "b": TestSet("50 networks, 200–499 pores", 50, (200, 500), 2002),
+    "c": TestSet("4 networks, about 5 000 pores", 4, (5000, 5001), 2003),
+    "d": TestSet("2 networks, about 50 000 pores", 2, (50_000, 50_001), 2004),
+}
+
+_PAPER_MODEL = {"num_heads": 16, "gamma": 0.5, "num_layers": 3, "hidden_channels": 64}
+
+#: Presets: overrides of :class:`~convergent.training.config.TrainConfig`.
+PRESETS = {
+    # Finishes within 5 minutes on 2 CPU cores.
+    "default": {"model_options": _PAPER_MODEL, "updates": 600, "batch_size": 32, "pool_size": 256,
+                "refresh_every": 200, "restart_period": 600, "eval_every": 200},
+    # The paper's configuration: fresh networks every 32 updates.
+    "paper": {"model_options": _PAPER_MODEL, "updates": 1000, "batch_size": 32, "pool_size": 32,
+              "refresh_every": 32, "learning_rate": 1e-3, "restart_period": 1000, "eval_every": 250},
+}
+
+
+class PorenetTask:
+    """Node regression of pore pressure (6 node features, 3 edge features; see the system module)."""
+
+    name = "porenet"
+    in_channels = 6
+    edge_channels = 3
+    out_channels = 1
+    presets = PRESETS
+    test_sets = TEST_SETS
+    primary_metric = "relative_error"
+    bench_preset = "paper"
+    columns = {"MSE (bar²)": "mse", "rel. error": "relative_error", "flow rel. error": "flow_error",
+               "p = 1 − x rel. error": "linear_relative_error"}
+
+    #: Most training networks kept in memory for reuse (about 40 kB each).
+    MEMORY = 20_000
+
+    def __init__(self, cache_dir: Path | None = None):
+        porenet.openpnm()  # fail early, with the install hint
+        self.cache_dir = cache_dir
+        self._made: dict[tuple[int, int], list[Data]] = {}
+
+    def graphs(self, count: int, seed: int) -> list[Data]:
+        """``count`` training-distribution networks (50–199 pores) for ``seed``.
+
+        Kept in memory, so that the methods of a benchmark, which train on the same seeds,
+        simulate every network once.
+        """
+        if (count, seed) not in self._made:
+            if sum(map(len, self._made.values())) + count > self.MEMORY:
+                self._made.clear()
+            self._made[count, seed] = porenet.porenet_graphs(count, pores=(50, 200), seed=seed)
+        return self._made[count, seed]
+
+    def test_graphs(self, name: str) -> list[Data]:
+        """The fixed test set ``name`` (``"a"`` … ``"d"``), cached when a cache folder is set."""
+        spec = TEST_SETS[name]
+        cache = None if self.cache_dir is None else Path(self.cache_dir) / f"porenet-test-{name}.pt"
+        return porenet.porenet_graphs(spec.num_graphs, pores=spec.pores, seed=spec.seed, cache=cache, progress=True)
+
+    @staticmethod
+    def check_graph(graph: Data) -> None:
+        """Refuse a graph without what the metrics and OpenPNM need, saying what is missing."""
+        missing = [name for name in ("pos", "conductance", "inlet", "outlet", "flow_rate")
+                   if getattr(graph, name, None) is None]
+        if missing:
+            raise ValueError(f"a porenet graph needs {', '.join(missing)} besides x, edge_index, edge_attr and y "
+                             "(see convergent.systems.porenet)")
+        if graph.x.shape[1] != PorenetTask.in_channels or graph.edge_attr.shape[1] != PorenetTask.edge_channels:
+            raise ValueError(f"a porenet graph has {PorenetTask.in_channels} node and {PorenetTask.edge_channels} "
+                             f"edge features (got {graph.x.shape[1]} and {graph.edge_attr.shape[1]})")
+
+    @staticmethod
+    def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:
+        """MSE, pooled relative error and outlet-flow error of ``prediction`` ``[N, 1]`` (bar)."""
+        predicted, true = prediction.detach().reshape(-1).double(), batch.y.reshape(-1).double()
+        flow = porenet.outlet_flow(predicted, batch.edge_index, batch.conductance, batch.outlet, batch.batch,
+                                   batch.num_graphs)
+        linear = 1 - batch.x[:, 0].double()
+        return {
+            "mse": ((predicted - true) ** 2).mean().item(),
+            "relative_error": ((predicted - true).abs().sum() / true.abs().sum()).item(),
+            "flow_error": ((flow - batch.flow_rate).abs() / batch.flow_rate.abs()).mean().item(),
+            "linear_relative_error": ((linear - true).abs().sum() / true.abs().sum()).item(),
+        }
+
+    @staticmethod
+    def classical_seconds(batch: Batch) -> float:
+        """Wall time of OpenPNM's ``StokesFlow`` on every network of the batch."""
+        return sum(porenet.solve_seconds(graph) for graph in batch.to_data_list())
