@@ -132,6 +132,8 @@ def _bench(args: argparse.Namespace) -> int:
     from convergent.benchmark import compare, markdown_table
     from convergent.tasks import get_task
 
+    if args.task == "tu":
+        return _bench_tu(args)
     task = get_task(args.task, cache_dir=_cache_dir())
     base = resolve_config(task, args.preset or task.bench_preset, args.set, args.seed, None)
     configs = {}
@@ -145,6 +147,31 @@ def _bench(args: argparse.Namespace) -> int:
     rows = compare(task, configs, _test_sets(task, args.sets), args.out or Path("runs") / f"bench-{task.name}",
                    progress=not args.quiet)
     print(json.dumps(rows) if args.json else markdown_table(rows))
+    return 0
+
+
+def _bench_tu(args: argparse.Namespace) -> int:
+    from convergent.benchmark import write_classification_tables
+    from convergent.datasets import load_tu
+    from convergent.training.classification import ProtocolConfig, run_protocol
+
+    if args.dataset is None:
+        raise ValueError("bench tu needs --dataset NAME (e.g. MUTAG, PTC_MR, IMDB-BINARY)")
+    graphs, num_features, num_classes = load_tu(args.dataset, args.root)
+    grid = [dict([_parse_override(item) for item in candidate.split(";") if item]) for candidate in args.grid] or [{}]
+    config = ProtocolConfig(grid=grid, seed=args.seed or 0, **({"epochs": 2, "folds": 2} if args.quick else {}),
+                            **({"epochs": args.epochs} if args.epochs else {}))
+    out = args.out or Path("runs") / "bench-tu"
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for kind in args.models.split(","):
+        result = run_protocol(args.protocol, kind, graphs, num_features, num_classes, config, progress=not args.quiet)
+        result.update(dataset=args.dataset, protocol=args.protocol, model=kind, graphs=len(graphs),
+                      config={**config.__dict__, "quick": args.quick})
+        (out / f"{args.dataset}-{args.protocol}-{kind}.json").write_text(json.dumps(result, indent=1) + "\n")
+        results[kind] = result
+    table = write_classification_tables(out)
+    print(json.dumps(results) if args.json else table)
     return 0
 
 
@@ -186,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_eval)
 
     bench = commands.add_parser("bench", help="train CGS and the baselines with one budget; print one table")
-    bench.add_argument("task", choices=TASKS)
+    bench.add_argument("task", choices=(*TASKS, "tu"), help="a task, or tu for TU graph classification")
     bench.add_argument("--preset", help="budget and CGS settings (a task preset; default: gvi best, porenet paper)")
     bench.add_argument("--methods", default="cgs,ignn,sse,mpnn-3,mpnn-6,mpnn-12",
                        help="comma-separated: cgs, ignn, sse, mpnn-DEPTH")
@@ -194,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for all")
     bench.add_argument("--seed", type=int)
     bench.add_argument("--out", type=Path, help="output folder (default runs/bench-TASK)")
+    bench.add_argument("--dataset", help="tu: dataset name, a folder under --root (MUTAG, PTC_MR, IMDB-BINARY, ...)")
+    bench.add_argument("--root", type=Path, help="tu: folder of TU datasets (default ../shared/data/TU if it exists, "
+                                                "else a download cache)")
+    bench.add_argument("--protocol", choices=("gin", "fair"), default="gin",
+                       help="tu: gin (best epoch of the fold-averaged test curve; optimistic) or fair (Errica et al.)")
+    bench.add_argument("--models", default="cgs,gin,ignn", help="tu: comma-separated, of cgs, gin, ignn")
+    bench.add_argument("--epochs", type=int, help="tu: most epochs per fold (default 500)")
+    bench.add_argument("--grid", action="append", default=[], metavar="K=V;K=V",
+                       help="tu, fair protocol: a candidate configuration for model selection (repeat for more)")
+    bench.add_argument("--quick", action="store_true", help="tu: 2 folds of 2 epochs, a smoke run")
     quiet_json(bench)
     bench.set_defaults(run=_bench)
     return parser

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import global_add_pool, global_mean_pool
 
 from convergent import _validation as check
 from convergent._nonlinearity import Nonlinearity
@@ -12,10 +11,10 @@ from convergent.contraction import degree_normalize, gated_softmax
 from convergent.implicit import solve
 from convergent.models._inputs import check_graph_inputs
 from convergent.models.encoder import AttentionEncoder, mlp
+from convergent.models.readout import READOUTS
 from convergent.solvers import SolveInfo
 
 NORMALIZATIONS = ("degree", "softmax")
-READOUTS = {"sum": global_add_pool, "mean": global_mean_pool}
 
 
 class FixedPointEmbedding(nn.Module):
@@ -146,7 +145,7 @@ class CGS(nn.Module):
                 batch: Tensor | None = None) -> Tensor:
         h = self.fixed_points(x, edge_index, edge_attr, batch)
         if self.graph_context:
-            context = h.mean(0, keepdim=True).expand_as(h) if batch is None else global_mean_pool(h, batch)[batch]
+            context = h.mean(0, keepdim=True).expand_as(h) if batch is None else READOUTS["mean"](h, batch)[batch]
             h = torch.cat([h, context], dim=-1)
         return self.decoder(h)
 

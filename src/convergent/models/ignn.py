@@ -17,6 +17,7 @@ from torch_geometric.utils import scatter
 from convergent import _validation as check
 from convergent.models._inputs import check_graph_inputs
 from convergent.models.encoder import mlp
+from convergent.models.readout import READOUTS
 from convergent.solvers._problem import default_max_iter
 
 #: A map on node states, ``[N, m] -> [N, m]``.
@@ -150,6 +151,28 @@ class IGNN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"state_channels={self.state_channels}, kappa={self.kappa}, tol={self.tol}, max_iter={self.max_iter}"
+
+
+class GraphIGNN(IGNN):
+    r"""IGNN for graph-level targets: ``ŷ_G = g_θ(readout_{i ∈ G} h*_i)``.
+
+    Args:
+        readout: ``"sum"`` or ``"mean"``. (default: ``"sum"``)
+        Others as in :class:`IGNN`.
+
+    Shapes:
+        as :class:`IGNN`, but → ``[G, out_channels]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, readout: str = "sum", **options):
+        if readout not in READOUTS:
+            raise ValueError(f"`readout` must be one of {sorted(READOUTS)} (got {readout!r})")
+        super().__init__(in_channels, out_channels, **options)
+        self.readout = readout
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        return self.decoder(READOUTS[self.readout](self.embed(x, edge_index, edge_attr, batch), batch))
 
 
 def project_rows_onto_l1_ball(weight: Tensor, radius: float) -> Tensor:

@@ -12,7 +12,6 @@ The system (Bellman optimality, nonlinear) and its conventions are in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,14 +19,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from convergent.systems import gvi
-
-
-@dataclass(frozen=True)
-class TestSet:
-    description: str
-    num_graphs: int
-    states: tuple[int, int]
-    seed: int
+from convergent.tasks.test_sets import TestSet
 
 
 TEST_SETS = {
@@ -81,7 +73,7 @@ class GVITask:
         """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set."""
         spec = TEST_SETS[name]
         cache = None if self.cache_dir is None else Path(self.cache_dir) / f"gvi-test-{name}.pt"
-        return gvi.gvi_graphs(spec.num_graphs, states=spec.states, seed=spec.seed, cache=cache)
+        return gvi.gvi_graphs(spec.num_graphs, states=spec.sizes, seed=spec.seed, cache=cache)
 
     @staticmethod
     def check_graph(graph: Data) -> None:

@@ -14,7 +14,6 @@ all pores of a set (pressures in bar):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,14 +21,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from convergent.systems import porenet
-
-
-@dataclass(frozen=True)
-class TestSet:
-    description: str
-    num_graphs: int
-    pores: tuple[int, int]
-    seed: int
+from convergent.tasks.test_sets import TestSet
 
 
 TEST_SETS = {
@@ -90,7 +82,7 @@ class PorenetTask:
         """The fixed test set ``name`` (``"a"`` … ``"d"``), cached when a cache folder is set."""
         spec = TEST_SETS[name]
         cache = None if self.cache_dir is None else Path(self.cache_dir) / f"porenet-test-{name}.pt"
-        return porenet.porenet_graphs(spec.num_graphs, pores=spec.pores, seed=spec.seed, cache=cache, progress=True)
+        return porenet.porenet_graphs(spec.num_graphs, pores=spec.sizes, seed=spec.seed, cache=cache, progress=True)
 
     @staticmethod
     def check_graph(graph: Data) -> None:
