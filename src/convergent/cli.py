@@ -135,7 +135,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.task == "tu":
         return _bench_tu(args)
     task = get_task(args.task, cache_dir=_cache_dir())
-    base = resolve_config(task, args.preset or task.bench_preset, args.set, args.seed, None)
+    base = resolve_config(task, args.preset, args.set, args.seed, None)
     configs = {}
     for method in args.methods.split(","):
         kind, _, depth = method.partition("-")
@@ -192,8 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model on a task; writes checkpoint, config, metrics, plots")
     train.add_argument("task", choices=TASKS)
-    train.add_argument("--preset", default="default", help="task preset (gvi: default, paper, best; "
-                                                          "porenet: default, paper)")
+    train.add_argument("--preset", default="default", help="task preset (default, paper, best)")
     train.add_argument("--model", choices=["cgs", "ignn", "sse", "mpnn"], help="model (default: the preset's)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. --set updates=200 --set model_options.num_heads=32")
@@ -214,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="train CGS and the baselines with one budget; print one table")
     bench.add_argument("task", choices=(*TASKS, "tu"), help="a task, or tu for TU graph classification")
-    bench.add_argument("--preset", help="budget and CGS settings (a task preset; default: gvi best, porenet paper)")
+    bench.add_argument("--preset", default="best", help="budget and CGS settings (a task preset; default best)")
     bench.add_argument("--methods", default="cgs,ignn,sse,mpnn-3,mpnn-6,mpnn-12",
                        help="comma-separated: cgs, ignn, sse, mpnn-DEPTH")
     bench.add_argument("--sets", help="comma-separated test sets (default all)")

@@ -58,7 +58,6 @@ class GVITask:
     presets = PRESETS
     test_sets = TEST_SETS
     primary_metric = "policy_accuracy"
-    bench_preset = "best"
     #: Table column → metric, for ``convergent bench``.
     columns = {"MAPE %": "mape", "MAPE % (ref.)": "mape_reference", "policy acc.": "policy_accuracy"}
 
