@@ -124,3 +124,22 @@ def test_step_norms_equal_per_graph_norms(shuffled, threads):
         torch.testing.assert_close(got[which], expected, rtol=1e-12, atol=0)
     single = _kernels.step_norms(new, old, None, 1)
     torch.testing.assert_close(single[1, 0], (new - old).abs().sum(0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("shuffled", [False, True], ids=["one graph", "batch"])
+def test_anderson_history_kernels_equal_the_pure_pytorch_path(shuffled, threads):
+    generator = torch.Generator().manual_seed(5)
+    num_nodes, heads, count, graphs = 30_000, 8, 4, 3
+    history = torch.randn(count, num_nodes, heads, generator=generator)
+    new, mapped = torch.randn(num_nodes, heads, generator=generator), torch.randn(num_nodes, heads, generator=generator)
+    batch = torch.randint(0, graphs, (num_nodes,), generator=generator) if shuffled else None
+    groups = graphs if shuffled else 1
+    index = batch if shuffled else torch.zeros(num_nodes, dtype=torch.long)
+    expected = scatter((history * new).double(), index, 1, groups, reduce="sum")
+    torch.testing.assert_close(_kernels.history_dots(history, new, batch, groups), expected, rtol=1e-5, atol=1e-6)
+    weights = torch.rand(groups, heads, count, generator=generator, dtype=torch.float64)
+    converged = torch.rand(groups, heads, generator=generator) < 0.3
+    mixed = torch.einsum("nmj,jnm->nm", weights[index].float(), history)
+    expected = torch.where(converged[index], mapped, mixed)
+    out = _kernels.mix_history(weights, history, mapped, converged, batch, torch.empty_like(mapped))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

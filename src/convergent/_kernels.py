@@ -60,6 +60,37 @@ def _step_norms(new, old, batch, partial):  # pragma: no cover - compiled
                 out[3, graph, head] += size
 
 
+def _history_dots(history, new, batch, partial):  # pragma: no cover - compiled
+    # partial[w, j, g, m] = Σ history[j, row, m] · new[row, m] over the rows of graph g in worker w's share.
+    workers, count = partial.shape[0], history.shape[0]
+    num_rows, num_heads = new.shape
+    share = (num_rows + workers - 1) // workers
+    for worker in numba.prange(workers):
+        out = partial[worker]
+        out[:] = 0.0
+        for row in range(worker * share, min(num_rows, (worker + 1) * share)):
+            graph = 0 if batch is None else batch[row]
+            for j in range(count):
+                for head in range(num_heads):
+                    out[j, graph, head] += history[j, row, head] * new[row, head]
+
+
+def _mix_history(weights, history, mapped, converged, batch, out):  # pragma: no cover - compiled
+    # out[row, m] = mapped[row, m] where graph g(row) and head m converged, else Σ_j weights[g, m, j] · history[j, row, m].
+    count = history.shape[0]
+    num_rows, num_heads = out.shape
+    for row in numba.prange(num_rows):
+        graph = 0 if batch is None else batch[row]
+        for head in range(num_heads):
+            if converged[graph, head]:
+                out[row, head] = mapped[row, head]
+            else:
+                total = 0.0
+                for j in range(count):
+                    total += weights[graph, head, j] * history[j, row, head]
+                out[row, head] = total
+
+
 def _group_by(index, num_groups, indptr, order):  # pragma: no cover - compiled
     # Stable counting sort: O(E + N), serial.
     for value in index:
@@ -97,6 +128,8 @@ if numba is not None:
     # signature, so a serial and a parallel build of the same function would collide.
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
     _step_norms = numba.njit(parallel=True, cache=True, nogil=True)(_step_norms)
+    _history_dots = numba.njit(parallel=True, cache=True, nogil=True)(_history_dots)
+    _mix_history = numba.njit(parallel=True, cache=True, nogil=True)(_mix_history)
     _group_by = numba.njit(cache=True, nogil=True)(_group_by)
     _gather_rows = numba.njit(parallel=True, cache=True, nogil=True)(_gather_rows)
     _edge_outer_product = numba.njit(parallel=True, cache=True, nogil=True)(_edge_outer_product)
@@ -158,6 +191,35 @@ def step_norms(new: Tensor, old: Tensor, batch: Tensor | None, num_graphs: int) 
     maxima = partial[:, 0::2].max(0)
     sums = partial[:, 1::2].sum(0)
     return torch.from_numpy(np.stack([maxima[0], sums[0], maxima[1], sums[1]]))
+
+
+def history_dots(history: Tensor, new: Tensor, batch: Tensor | None, num_graphs: int) -> Tensor:
+    """``[J, N, M] · [N, M] -> [J, G, M]``: per-graph dot products over the rows, in one pass.
+
+    Args:
+        history: ``[J, N, M]`` contiguous; new: ``[N, M]`` of the same dtype.
+        batch: ``[N]`` int64 graph of every row, or ``None`` for one graph.
+    """
+    _set_threads(history.numel())
+    workers = numba.get_num_threads()
+    partial = np.empty((workers, history.shape[0], num_graphs, new.shape[1]), dtype=np.float64)
+    _history_dots(history.numpy(), new.numpy(), None if batch is None else batch.numpy(), partial)
+    return torch.from_numpy(partial.sum(0))
+
+
+def mix_history(weights: Tensor, history: Tensor, mapped: Tensor, converged: Tensor, batch: Tensor | None,
+                out: Tensor) -> Tensor:
+    """Anderson's mixing step into ``out`` ``[N, M]``: ``Σ_j weights[g, m, j] · history[j, n, m]``,
+    or ``mapped[n, m]`` where ``converged[g, m]`` (``g`` the graph of row ``n``).
+
+    Args:
+        weights: ``[G, M, J]`` float64; history: ``[J, N, M]``; mapped, out: ``[N, M]``;
+        converged: ``[G, M]`` bool; batch: ``[N]`` int64 or ``None``.
+    """
+    _set_threads(history.numel())
+    _mix_history(weights.numpy(), history.numpy(), mapped.numpy(), converged.numpy(),
+                 None if batch is None else batch.numpy(), out.numpy())
+    return out
 
 
 def group_by(index: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:

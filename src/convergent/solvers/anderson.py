@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import scatter
 
+from convergent import _kernels
 from convergent.solvers._problem import FixedPointProblem, OnFailure, SolveInfo, StoppingRule
 
 
@@ -38,43 +39,55 @@ class Anderson:
         bias = problem.bias
         residuals = bias.new_zeros(self.memory, *bias.shape)  # T(h_j) − h_j
         outputs = bias.new_zeros(self.memory, *bias.shape)  # T(h_j)
+        mixes = bias.new_zeros(2, *bias.shape)  # the iterate, alternately in each
+        graphs = () if problem.batch is None else (problem.batch,)
+        compiled = _kernels.available(*graphs, bias)
         # Gram matrices of the residuals, per graph and head; float64 since
         # these tiny systems are ill-conditioned near convergence.
         gram = torch.zeros(rule.initial.shape + (self.memory, self.memory), dtype=torch.float64, device=bias.device)
-        h = bias.new_zeros(bias.shape)
+        h = mixes[1]
         for k in range(self.max_iter):
-            mapped = problem.apply(h)
+            slot, filled = k % self.memory, min(k + 1, self.memory)
+            mapped = problem.apply(h, out=outputs[slot])
             if rule.update(h, mapped):
                 h = mapped
                 break
-            slot, filled = k % self.memory, min(k + 1, self.memory)
-            outputs[slot] = mapped
+            if mapped.data_ptr() != outputs[slot].data_ptr():  # a nonlinear φ returned a new tensor
+                outputs[slot].copy_(mapped)
             torch.sub(mapped, h, out=residuals[slot])
-            dots = self._graph_dots(problem, residuals[:filled], residuals[slot]).double()  # [filled, G, M]
+            dots = self._graph_dots(problem, residuals[:filled], residuals[slot], compiled)  # [filled, G, M]
             gram[..., slot, :filled] = dots.movedim(0, -1)
             gram[..., :filled, slot] = dots.movedim(0, -1)
             weights = self._mixing_weights(gram[..., :filled, :filled])  # [G, M, filled]
-            mixed = self._mix(problem, weights.to(bias.dtype), outputs[:filled])
             # Pairs that already met the rule take plain Picard steps, which can only
             # shrink their residual, while the others are still being mixed.
-            h = torch.where(problem.per_node(rule.converged), mapped, mixed)
+            h = self._mix(problem, weights, outputs[:filled], mapped, rule.converged, mixes[k % 2], compiled)
         else:
             h = mapped  # the last evaluated T(h): the one the reported residual bounds
-        return h, rule.report("anderson", on_failure)
+        return h.clone(), rule.report("anderson", on_failure)
 
     @staticmethod
-    def _graph_dots(problem: FixedPointProblem, history: Tensor, new: Tensor) -> Tensor:
-        """``[J, N, M] · [N, M] -> [J, G, M]``: dot products over each graph's nodes."""
+    def _graph_dots(problem: FixedPointProblem, history: Tensor, new: Tensor, compiled: bool) -> Tensor:
+        """``[J, N, M] · [N, M] -> [J, G, M]`` (float64): dot products over each graph's nodes."""
+        if compiled:
+            return _kernels.history_dots(history, new, problem.batch, problem.num_graphs)
         if problem.batch is None:
-            return torch.einsum("jnm,nm->jm", history, new).unsqueeze(1)
-        return scatter(history * new, problem.batch, 1, problem.num_graphs, reduce="sum")
+            return torch.einsum("jnm,nm->jm", history, new).unsqueeze(1).double()
+        return scatter(history * new, problem.batch, 1, problem.num_graphs, reduce="sum").double()
 
     @staticmethod
-    def _mix(problem: FixedPointProblem, weights: Tensor, history: Tensor) -> Tensor:
-        """``Σ_j α_j[g(n), m] · history[j, n, m]`` with ``weights`` ``[G, M, J]``, history ``[J, N, M]``."""
+    def _mix(problem: FixedPointProblem, weights: Tensor, history: Tensor, mapped: Tensor, converged: Tensor,
+             out: Tensor, compiled: bool) -> Tensor:
+        """``Σ_j α_j[g(n), m] · history[j, n, m]`` with ``weights`` ``[G, M, J]``, history ``[J, N, M]``,
+        or ``mapped`` for the ``converged`` ``[G, M]`` pairs; into ``out``."""
+        if compiled:
+            return _kernels.mix_history(weights, history, mapped, converged, problem.batch, out)
+        weights = weights.to(history.dtype)
         if problem.batch is None:
-            return torch.einsum("mj,jnm->nm", weights[0], history)
-        return torch.einsum("nmj,jnm->nm", problem.per_node(weights), history)
+            mixed = torch.einsum("mj,jnm->nm", weights[0], history)
+        else:
+            mixed = torch.einsum("nmj,jnm->nm", problem.per_node(weights), history)
+        return out.copy_(torch.where(problem.per_node(converged), mapped, mixed))
 
     def _mixing_weights(self, gram: Tensor) -> Tensor:
         """Solve ``min αᵀ H α`` s.t. ``Σ α = 1``: ``α = H⁻¹1 / (1ᵀ H⁻¹ 1)``, batched."""
