@@ -65,17 +65,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> None:
+def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> str:
+    """Write ``rows`` to ``out_dir/results.csv`` and, with the machine and ``note``, to
+    ``out_dir/results.md``; returns the Markdown table."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "results.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "results.md").write_text(f"Machine: {_machine()}\n\n{markdown_table(rows)}\n")
+    table = markdown_table(rows)
+    (out_dir / "results.md").write_text(f"Machine: {_machine()}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
+    return table
 
 
 def _machine() -> str:
-    return f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, torch {torch.__version__}"
+    return (f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+            f"torch {torch.__version__}")
 
 
 def write_classification_tables(out_dir: Path) -> str:
@@ -94,13 +100,7 @@ def write_classification_tables(out_dir: Path) -> str:
         })
     if not rows:
         raise ValueError(f"no bench tu results in {out_dir}")
-    with open(Path(out_dir) / "results.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     note = ("Protocol gin: the epoch is chosen on the fold-averaged *test* curve, so its figures are optimistic. "
             "Protocol fair: epoch (and configuration) chosen on an inner 10 % hold-out, test accuracy on the "
             "outer fold. Mean ± standard deviation over folds.")
-    table = markdown_table(rows)
-    (Path(out_dir) / "results.md").write_text(f"Machine: {_machine()}\n\n{note}\n\n{table}\n")
-    return table
+    return write_tables(rows, out_dir, note)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from convergent import __version__
+from convergent.cache import cache_dir
 
 #: Task names (``convergent.tasks.TASKS``), listed here so that ``--help`` imports nothing heavy.
 TASKS = ("gvi", "porenet")
@@ -67,16 +67,11 @@ def resolve_config(task: Any, preset: str, overrides: list[str], seed: int | Non
     return TrainConfig.from_dict(values)
 
 
-def _cache_dir() -> Path:
-    """Where fixed test sets are cached: ``$CONVERGENT_CACHE``, else ``~/.cache/convergent``."""
-    return Path(os.environ.get("CONVERGENT_CACHE", "~/.cache/convergent")).expanduser()
-
-
 def _train(args: argparse.Namespace) -> int:
     from convergent.tasks import get_task
     from convergent.training import train
 
-    task = get_task(args.task, cache_dir=_cache_dir())
+    task = get_task(args.task, cache_dir=cache_dir())
     config = resolve_config(task, args.preset, args.set, args.seed, args.model)
     out = args.out or Path("runs") / f"{args.task}-{args.preset}-{config.model}"
     summary = train(task, config, out, progress=not args.quiet)
@@ -94,7 +89,7 @@ def _eval(args: argparse.Namespace) -> int:
     from convergent.tasks import get_task
     from convergent.training import build_model, evaluate, load_checkpoint
 
-    task = get_task(args.task, cache_dir=_cache_dir())
+    task = get_task(args.task, cache_dir=cache_dir())
     checkpoint = load_checkpoint(args.checkpoint, task.name)
     config = checkpoint["config"]
     model = build_model(config["model"], task, config["model_options"])
@@ -134,7 +129,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.task == "tu":
         return _bench_tu(args)
-    task = get_task(args.task, cache_dir=_cache_dir())
+    task = get_task(args.task, cache_dir=cache_dir())
     base = resolve_config(task, args.preset, args.set, args.seed, None)
     configs = {}
     for method in args.methods.split(","):

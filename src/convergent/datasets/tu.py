@@ -8,13 +8,14 @@ model sees the same inputs.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 from torch_geometric.datasets import TUDataset
 from torch_geometric.transforms import OneHotDegree
 from torch_geometric.utils import degree
+
+from convergent.cache import cache_dir
 
 #: The files every TU dataset has (``NAME_`` prefix); the others are optional.
 REQUIRED = ("A", "graph_indicator", "graph_labels")
@@ -27,11 +28,7 @@ def default_root() -> Path:
     for candidate in (Path.cwd().parent / "shared" / "data" / "TU", repository.parent / "shared" / "data" / "TU"):
         if candidate.is_dir():
             return candidate
-    return _cache() / "TU"
-
-
-def _cache() -> Path:
-    return Path(os.environ.get("CONVERGENT_CACHE", "~/.cache/convergent")).expanduser()
+    return cache_dir() / "TU"
 
 
 class _LocalTUDataset(TUDataset):
@@ -41,7 +38,7 @@ class _LocalTUDataset(TUDataset):
     @property
     def processed_dir(self) -> str:
         key = hashlib.sha1(str(Path(self.root).resolve()).encode()).hexdigest()[:12]
-        return str(_cache() / "TU-processed" / key / self.name)
+        return str(cache_dir() / "TU-processed" / key / self.name)
 
 
 def load_tu(name: str, root: Path | None = None) -> tuple[list, int, int]:

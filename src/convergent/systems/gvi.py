@@ -26,6 +26,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from convergent import _validation as check
+from convergent.cache import load_entry, store_entry
 
 #: The MDPs' discount δ.
 DISCOUNT = 0.9
@@ -181,17 +182,12 @@ def gvi_graphs(num_graphs: int, *, states: tuple[int, int] = (20, 50), actions: 
     """
     key = {"num_graphs": num_graphs, "states": list(states), "actions": list(actions), "seed": seed,
            "discount": DISCOUNT, "tol": VALUE_TOLERANCE}
-    if cache is not None and Path(cache).exists():
-        stored = torch.load(cache, weights_only=True)
-        if stored.get("key") == key:
-            mdps = MDPBatch(stored["edge_index"], stored["reward"], stored["num_states"], stored["num_actions"])
-            return mdps.to_data_list(stored["values"])
+    stored = load_entry(cache, key)
+    if stored is not None:
+        mdps = MDPBatch(stored["edge_index"], stored["reward"], stored["num_states"], stored["num_actions"])
+        return mdps.to_data_list(stored["values"])
     mdps = random_mdps(num_graphs, states=states, actions=actions, seed=seed)
     values, _ = value_iteration(mdps.edge_index, mdps.reward, mdps.num_nodes)
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(f"{cache}.partial")
-        torch.save({"key": key, "edge_index": mdps.edge_index, "reward": mdps.reward, "values": values,
-                    "num_states": mdps.num_states, "num_actions": mdps.num_actions}, partial)
-        partial.replace(cache)
+    store_entry(cache, key, edge_index=mdps.edge_index, reward=mdps.reward, values=values,
+                num_states=mdps.num_states, num_actions=mdps.num_actions)
     return mdps.to_data_list(values)

@@ -56,6 +56,9 @@ import scipy.sparse.linalg
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
+from tqdm import tqdm
+
+from convergent.cache import load_entry, store_entry
 
 DOMAIN = 1e-3
 PRESSURE_DROP = 1e5
@@ -104,6 +107,11 @@ def _network(op: Any, num_pores: int, kind: str, rng: np.random.Generator) -> An
     raise ValueError(f"unknown network kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
+def _spacing(network: Any) -> float:
+    """The mean pore spacing ``s = DOMAIN / n^(1/3)`` of an ``n``-pore network."""
+    return DOMAIN / network.Np ** (1 / 3)
+
+
 def _boundaries(network: Any, spacing: float) -> tuple[np.ndarray, np.ndarray]:
     """Pores within ``BOUNDARY_DEPTH · spacing`` of the x faces, and those OpenPNM labels as on them."""
     x, depth = network.coords[:, 0], BOUNDARY_DEPTH * spacing
@@ -140,7 +148,7 @@ def build_network(num_pores: int, kind: str, seed: int | tuple[int, ...]) -> Any
     op = openpnm()
     rng = np.random.default_rng(seed)
     network = _network(op, num_pores, kind, rng)
-    spacing = DOMAIN / network.Np ** (1 / 3)
+    spacing = _spacing(network)
     network["pore.max_size"] = op.models.geometry.pore_size.largest_sphere(network)
     lognormal = rng.lognormal(math.log(DIAMETER_MEDIAN * spacing), DIAMETER_SIGMA, network.Np)
     network["pore.diameter"] = np.minimum(lognormal, OVERLAP_MARGIN * network["pore.max_size"])
@@ -156,7 +164,7 @@ def pore_network(num_pores: int, kind: str, seed: int | tuple[int, ...]) -> Data
     """One network of about ``num_pores`` pores with its Stokes-flow pressures, as a graph (module docstring)."""
     op = openpnm()
     network = build_network(num_pores, kind, seed)
-    spacing = DOMAIN / network.Np ** (1 / 3)
+    spacing = _spacing(network)
     water = op.phase.Water(network=network)
     water["pore.temperature"] = TEMPERATURE
     water.regenerate_models()
@@ -255,10 +263,9 @@ def porenet_graphs(count: int, *, pores: tuple[int, int] = (50, 200), seed: int 
     if count < 1 or not 3 < pores[0] < pores[1]:
         raise ValueError(f"need count ≥ 1 and 3 < pores[0] < pores[1] (got {count}, {pores})")
     key = {"count": count, "pores": list(pores), "seed": seed, "version": 1}
-    if cache is not None and Path(cache).exists():
-        stored = torch.load(cache, weights_only=True)
-        if stored.get("key") == key:
-            return [Data(**fields) for fields in stored["graphs"]]
+    stored = load_entry(cache, key)
+    if stored is not None:
+        return [Data(**fields) for fields in stored["graphs"]]
     sizes = np.random.default_rng((seed, 2**32 - 1)).integers(pores[0], pores[1], count)
     jobs = [(seed, index, int(size)) for index, size in enumerate(sizes)]
     if workers is None:
@@ -269,17 +276,11 @@ def porenet_graphs(count: int, *, pores: tuple[int, int] = (50, 200), seed: int 
             made = list(_progress(pool.map(_make, jobs), count, progress))
     else:
         made = [_make(job) for job in _progress(jobs, count, progress)]
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(f"{cache}.partial")
-        torch.save({"key": key, "graphs": made}, partial)
-        partial.replace(cache)
+    store_entry(cache, key, graphs=made)
     return [Data(**fields) for fields in made]
 
 
 def _progress(items, total: int, shown: bool):
-    from tqdm import tqdm
-
     return tqdm(items, total=total, desc="pore networks", disable=not shown, leave=False)
 
 

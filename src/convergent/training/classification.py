@@ -103,13 +103,15 @@ def fit(kind: str, overrides: dict[str, Any], graphs: list[Data], train: np.ndar
     training = [graphs[i] for i in train]
     sets = {name: [graphs[i] for i in indices] for name, indices in watched.items()}
     curves: dict[str, list[float]] = {name: [] for name in watched}
+    # Batch norm needs two graphs in a batch; GIN's reference code drops a smaller last batch too.
+    drops_single = any(isinstance(module, torch.nn.BatchNorm1d) for module in model.modules())
     best_epoch, best, start = 0, -1.0, time.perf_counter()
     for epoch in range(config.epochs):
         permutation = torch.randperm(len(training), generator=order).tolist()
         for first in range(0, len(training), config.batch_size):
             batch = Batch.from_data_list([training[i] for i in permutation[first:first + config.batch_size]])
-            if batch.num_graphs < 2 and any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
-                continue  # batch norm needs two graphs; GIN's reference code drops such a batch too
+            if drops_single and batch.num_graphs < 2:
+                continue
             loss = cross_entropy(model(batch.x, batch.edge_index, None, batch.batch), batch.y)
             optimizer.zero_grad()
             loss.backward()
