@@ -238,7 +238,7 @@ def group_by(index: Tensor, num_groups: int) -> tuple[Tensor, Tensor]:
 def gather_rows(rows: Tensor, order: Tensor) -> Tensor:
     """``rows[order]`` for ``[E]`` or ``[E, M]`` CPU ``rows`` and ``[K]`` int64 ``order``.
 
-    Parallel, unlike ``torch.index_select`` on these rows: it serves for the edge-major
+    A parallel numba gather, used in place of ``torch.index_select`` for the edge-major
     weights of a large graph, whose rows are read in random order when edges are re-sorted.
     """
     out = np.empty((order.shape[0], *rows.shape[1:]), dtype=rows.numpy().dtype)
