@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from convergent.tables import result_row, write_tables
 from convergent.training.checkpoint import load_checkpoint
 from convergent.training.config import TrainConfig
 from convergent.training.evaluation import evaluate
@@ -27,61 +23,14 @@ def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir
     graphs = {name: task.test_graphs(name) for name in sets}
     rows = []
     for label, config in configs.items():
-        trained = train(task, config, out_dir / label, progress=progress)
+        trained = train(task, config, out_dir / label, progress=progress, overwrite=True)
         model = build_model(config.model, task, config.model_options)
         model.load_state_dict(load_checkpoint(out_dir / label / "checkpoint.pt", task.name)["model"])
         for name in sets:
             result = evaluate(model, task, graphs[name])
-            rows.append({"method": label, "test set": name,
-                         **{column: result[metric] for column, metric in task.columns.items()},
-                         "parameters": trained["parameters"], "train s": trained["train_seconds"],
-                         "inference s": result["inference_seconds"], "classical s": result["classical_seconds"]})
+            rows.append(result_row(label, name, task, result, trained))
     write_tables(rows, out_dir)
     return rows
-
-
-def _cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one, else what :mod:`platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _format(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows of :func:`compare` (all with the same keys) as a Markdown table."""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_format(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> str:
-    """Write ``rows`` to ``out_dir/results.csv`` and, with the machine and ``note``, to
-    ``out_dir/results.md``; returns the Markdown table."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "results.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    table = markdown_table(rows)
-    (out_dir / "results.md").write_text(f"Machine: {_machine()}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
-    return table
-
-
-def _machine() -> str:
-    return (f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-            f"torch {torch.__version__}")
 
 
 def write_classification_tables(out_dir: Path) -> str:

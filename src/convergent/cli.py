@@ -1,9 +1,10 @@
-"""The ``convergent`` command: ``demo``, ``train``, ``eval`` and ``bench``."""
+"""The ``convergent`` command: ``demo``, ``train``, ``eval``, ``predict``, ``bench`` and ``report``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,22 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def resolve_config(task: Any, preset: str, overrides: list[str], seed: int | None, model: str | None):
-    """The run's :class:`TrainConfig`: the task's preset, then ``--model``, ``--seed`` and ``--set`` overrides."""
-    from convergent.training.config import TrainConfig
+def resolve_config(task: Any, preset: str | None, overrides: list[str], seed: int | None, model: str | None,
+                   config_file: Path | None = None, default_preset: str = "default"):
+    """The run's :class:`TrainConfig`: the task's preset (``--preset``, else the file's ``preset``,
+    else ``default_preset``), then the config file's keys, then ``--model``, ``--seed`` and ``--set``."""
+    from convergent.training.config import TrainConfig, read_config_file
 
+    file_values = read_config_file(config_file) if config_file is not None else {}
+    preset = preset or file_values.pop("preset", None) or default_preset
+    file_values.pop("preset", None)
+    if file_values.get("task", task.name) != task.name:
+        raise ValueError(f"config file {config_file} is for task {file_values['task']!r}, not {task.name!r}")
     if preset not in task.presets:
         raise ValueError(f"unknown preset {preset!r} for task {task.name}; choose one of {', '.join(task.presets)}")
     values = {"task": task.name, **json.loads(json.dumps(task.presets[preset]))}
+    for key, value in file_values.items():
+        values[key] = {**values.get(key, {}), **value} if key == "model_options" and isinstance(value, dict) else value
     if model is not None:
         values["model"] = model
     if seed is not None:
@@ -68,32 +78,60 @@ def resolve_config(task: Any, preset: str, overrides: list[str], seed: int | Non
 
 
 def _train(args: argparse.Namespace) -> int:
-    from convergent.tasks import get_task
-    from convergent.training import train
+    import torch
 
+    from convergent.tasks import get_task
+    from convergent.training import TrainConfig, distributed, load_checkpoint, train
+
+    if args.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     task = get_task(args.task, cache_dir=cache_dir())
-    config = resolve_config(task, args.preset, args.set, args.seed, args.model)
-    out = args.out or Path("runs") / f"{args.task}-{args.preset}-{config.model}"
-    summary = train(task, config, out, progress=not args.quiet)
+    config = resolve_config(task, args.preset, args.set, args.seed, args.model, args.config)
+    out = args.out or Path("runs") / f"{args.task}-{args.preset or 'default'}-{config.model}"
+    chosen = any((args.preset, args.config, args.set, args.seed is not None, args.model))
+    if args.resume and not chosen and (out / "checkpoint.pt").is_file():
+        config = TrainConfig.from_dict(load_checkpoint(out / "checkpoint.pt", task.name)["config"])
+    context = distributed.start(args.device)
+    try:
+        summary = train(task, config, out, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite,
+                        context=context)
+    finally:
+        distributed.stop()
+    if not context.main:
+        return 0
     summary["out"] = str(out)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {out}/ (checkpoint.pt, config.json, metrics.jsonl, learning_curve.png, parity.png)")
+        print(f"wrote {out}/ (checkpoint.pt, config.json, metrics.jsonl, results.md, solves.csv, plots); "
+              f"`convergent report {out}` makes its HTML page")
         print("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float)))
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from convergent.graph_files import load_data_list
+def _load_model(path: Path, task_name: str | None, device: str):
+    """``(task, model on its device, checkpoint)`` from a checkpoint file."""
+    from convergent._errors import reason
     from convergent.tasks import get_task
-    from convergent.training import build_model, evaluate, load_checkpoint
+    from convergent.training import build_model, distributed, load_checkpoint
 
-    task = get_task(args.task, cache_dir=cache_dir())
-    checkpoint = load_checkpoint(args.checkpoint, task.name)
+    checkpoint = load_checkpoint(path, task_name)
+    task = get_task(checkpoint["task"], cache_dir=cache_dir())
     config = checkpoint["config"]
     model = build_model(config["model"], task, config["model_options"])
-    model.load_state_dict(checkpoint["model"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit the model its config describes: {reason(error)}") from None
+    return task, model.to(distributed.pick_device(device)), checkpoint
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from convergent.graph_files import load_data_list
+    from convergent.training import evaluate
+
+    task, model, _ = _load_model(args.checkpoint, args.task, args.device)
     sets = {name: task.test_graphs(name) for name in _test_sets(task, args.sets)}
     if args.graphs is not None:
         graphs = load_data_list(args.graphs, required=("x", "edge_index", "edge_attr", "y"))
@@ -102,8 +140,8 @@ def _eval(args: argparse.Namespace) -> int:
         sets[str(args.graphs)] = graphs
     results = {}
     for name, graphs in sets.items():
-        result = evaluate(model, task, graphs)
-        results[name] = {k: v for k, v in result.items() if not hasattr(v, "shape")}
+        result = evaluate(model, task, graphs, next(model.parameters()).device)
+        results[name] = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     if args.json:
         print(json.dumps(results))
         return 0
@@ -111,6 +149,49 @@ def _eval(args: argparse.Namespace) -> int:
         label = task.test_sets[name].description if name in task.test_sets else name
         print(f"{name}: {label}")
         print("  " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from convergent.graph_files import read_graphs
+    from convergent.prediction import check_inputs, run_batches, split_per_graph, write_certificates, write_predictions
+
+    task, model, _ = _load_model(args.checkpoint, None, args.device)
+    graphs = read_graphs(args.graphs, nodes=args.nodes)
+    check_inputs(graphs, task.in_channels, task.edge_channels, args.graphs)
+    values, found = [], []
+    with tqdm(total=len(graphs), desc="predict", unit="graph", disable=args.quiet) as bar:
+        for run in run_batches(model, graphs, next(model.parameters()).device):
+            values += split_per_graph(run.output, run.batch)
+            found += run.certificates
+            bar.update(run.batch.num_graphs)
+    names = [str(getattr(g, "name", None) or f"{args.graphs.stem}[{i}]") for i, g in enumerate(graphs)]
+    out = args.out or Path(f"{args.graphs.stem}.predictions.csv")
+    certificates_path = out.with_name(out.name.removesuffix(".csv").removesuffix(".predictions") + ".certificates.csv")
+    write_predictions(out, names, [list(map(str, g.node_ids)) for g in graphs], values)
+    write_certificates(certificates_path, names, [g.num_nodes for g in graphs], found)
+    certified = [c for c in found if c is not None]
+    summary = {"graphs": len(graphs), "nodes": sum(g.num_nodes for g in graphs), "predictions": str(out),
+               "certificates": str(certificates_path), "all_converged": all(c["converged"] for c in certified),
+               "max_error_bound": max((c["error_bound"] for c in certified), default=None)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        bound = "no fixed-point solve in this model" if not certified else (
+            f"{'all' if summary['all_converged'] else 'NOT all'} solves converged, largest error bound "
+            f"{summary['max_error_bound']:.2g}")
+        print(f"predicted {summary['nodes']} nodes of {len(graphs)} graph(s) → {out}; certificates ({bound}) → "
+              f"{certificates_path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from convergent.report import write_report
+
+    path = write_report(args.run_dir)
+    print(json.dumps({"report": str(path)}) if args.json else f"wrote {path}")
     return 0
 
 
@@ -124,13 +205,14 @@ def _test_sets(task: Any, names: str | None) -> list[str]:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from convergent.benchmark import compare, markdown_table
+    from convergent.benchmark import compare
+    from convergent.tables import markdown_table
     from convergent.tasks import get_task
 
     if args.task == "tu":
         return _bench_tu(args)
     task = get_task(args.task, cache_dir=cache_dir())
-    base = resolve_config(task, args.preset, args.set, args.seed, None)
+    base = resolve_config(task, args.preset, args.set, args.seed, None, args.config, default_preset="best")
     configs = {}
     for method in args.methods.split(","):
         kind, _, depth = method.partition("-")
@@ -179,20 +261,36 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--quiet", action="store_true", help="no progress bars")
         command.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    def config_options(command: argparse.ArgumentParser, default_preset: str) -> None:
+        command.add_argument("--preset", help=f"task preset: default, paper or best (default: the config file's, "
+                                              f"else {default_preset})")
+        command.add_argument("--config", type=Path, metavar="FILE",
+                             help="TOML, YAML or JSON file of config keys (applied over the preset)")
+        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a config key, e.g. --set updates=200 --set model_options.num_heads=32")
+        command.add_argument("--seed", type=int, help="seeds weights, data and batch order")
+
+    def device_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--device", default="auto", help="auto (CUDA where present), cpu or cuda")
+
     demo = commands.add_parser("demo", help="fit a CGS to generated linear graph systems and print its error")
     demo.add_argument("--steps", type=int, default=400, help="training updates (default 400)")
     demo.add_argument("--seed", type=int, default=0)
     quiet_json(demo)
     demo.set_defaults(run=_demo)
 
-    train = commands.add_parser("train", help="train a model on a task; writes checkpoint, config, metrics, plots")
+    train = commands.add_parser("train", help="train a model on a task; writes checkpoint, config, metrics, plots",
+                                description="Train a model on a task. Also runs under torchrun for distributed "
+                                            "data parallel training (see docs/distributed.md).")
     train.add_argument("task", choices=TASKS)
-    train.add_argument("--preset", default="default", help="task preset (default, paper, best)")
+    config_options(train, "default")
     train.add_argument("--model", choices=["cgs", "ignn", "sse", "mpnn"], help="model (default: the preset's)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set updates=200 --set model_options.num_heads=32")
-    train.add_argument("--seed", type=int)
     train.add_argument("--out", type=Path, help="output folder (default runs/TASK-PRESET-MODEL)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
+    train.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms only (bitwise-reproducible runs, also across --resume)")
+    device_option(train)
     quiet_json(train)
     train.set_defaults(run=_train)
 
@@ -203,17 +301,30 @@ def build_parser() -> argparse.ArgumentParser:
                                          "'' for none)")
     evaluate.add_argument("--graphs", type=Path, help="torch.save file of a list of PyG Data with x, edge_index, "
                                                        "edge_attr, y")
+    device_option(evaluate)
     quiet_json(evaluate)
     evaluate.set_defaults(run=_eval)
 
+    predict = commands.add_parser("predict", help="predict on your graphs; writes predictions and solve certificates",
+                                  description="Run a checkpoint on graphs from a file and write one CSV row per "
+                                              "node, and per graph the certificate of its solve (iterations, "
+                                              "residual, error bound). See docs/predict.md for the formats.")
+    predict.add_argument("--checkpoint", type=Path, required=True)
+    predict.add_argument("--graphs", type=Path, required=True,
+                         help=".pt (PyG Data list), .edgelist, .graphml, .json (node-link) or .csv (edges)")
+    predict.add_argument("--nodes", type=Path, help="CSV of node features (with a .csv or .edgelist --graphs)")
+    predict.add_argument("--out", type=Path, help="predictions CSV (default GRAPHS.predictions.csv; the "
+                                                   "certificates go beside it as .certificates.csv)")
+    device_option(predict)
+    quiet_json(predict)
+    predict.set_defaults(run=_predict)
+
     bench = commands.add_parser("bench", help="train CGS and the baselines with one budget; print one table")
     bench.add_argument("task", choices=(*TASKS, "tu"), help="a task, or tu for TU graph classification")
-    bench.add_argument("--preset", default="best", help="budget and CGS settings (a task preset; default best)")
+    config_options(bench, "best")
     bench.add_argument("--methods", default="cgs,ignn,sse,mpnn-3,mpnn-6,mpnn-12",
                        help="comma-separated: cgs, ignn, sse, mpnn-DEPTH")
     bench.add_argument("--sets", help="comma-separated test sets (default all)")
-    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for all")
-    bench.add_argument("--seed", type=int)
     bench.add_argument("--out", type=Path, help="output folder (default runs/bench-TASK)")
     bench.add_argument("--dataset", help="tu: dataset name, a folder under --root (MUTAG, PTC_MR, IMDB-BINARY, ...)")
     bench.add_argument("--root", type=Path, help="tu: folder of TU datasets (default ../shared/data/TU if it exists, "
@@ -227,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="tu: 2 folds of 2 epochs, a smoke run")
     quiet_json(bench)
     bench.set_defaults(run=_bench)
+
+    report = commands.add_parser("report", help="write an HTML page of a run: config, curves, parity, solves, table")
+    report.add_argument("run_dir", type=Path, help="a folder written by convergent train or bench")
+    report.add_argument("--json", action="store_true", help="print the page's path as JSON")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -237,9 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError, FloatingPointError) as error:
         print(f"convergent: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("convergent: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

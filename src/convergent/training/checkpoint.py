@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from convergent._errors import reason
+from convergent.atomic import atomic_path
 
 FORMAT = "convergent-checkpoint-1"
 
@@ -23,13 +25,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     The file is written beside ``path`` and renamed over it, so a crash leaves
     either the previous checkpoint or the new one, never a truncated file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"format": FORMAT, **payload}, partial)
-    with open(partial, "rb+") as stream:
-        os.fsync(stream.fileno())
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        torch.save({"format": FORMAT, **payload}, partial)
 
 
 def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
@@ -45,10 +42,9 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"{path} is not a readable convergent checkpoint (truncated, or holds objects other than "
-            f"tensors and plain data): {first_line}"
+            f"tensors and plain data): {reason(error)}"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convergent checkpoint (no '{FORMAT}' marker)")

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from convergent._errors import reason
 
 
 @dataclass
@@ -23,7 +30,9 @@ class TrainConfig:
         learning_rate: Adam's step size (the peak of every cosine cycle).
         restart_period: steps per cosine cycle (``CosineAnnealingWarmRestarts``' ``T_0``);
             runs end on a cycle's last step when ``updates`` is a multiple of it.
-        eval_every: steps between validation evaluations (and checkpoints).
+        eval_every: steps between validation evaluations.
+        checkpoint_every: steps between checkpoints (also written at every validation
+            and at the end); a resumed run repeats at most this many steps.
         validation_graphs: size of the fixed validation set.
         seed: seeds the model's initial weights, the data and the batch order.
     """
@@ -38,12 +47,13 @@ class TrainConfig:
     learning_rate: float = 1e-3
     restart_period: int = 500
     eval_every: int = 250
+    checkpoint_every: int = 50
     validation_graphs: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("updates", "batch_size", "pool_size", "refresh_every", "restart_period", "eval_every",
-                     "validation_graphs"):
+                     "checkpoint_every", "validation_graphs"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"config `{name}` must be a positive integer (got {getattr(self, name)!r})")
         if self.batch_size > self.pool_size:
@@ -65,3 +75,37 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+#: File suffixes :func:`read_config_file` understands.
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The table of config keys in a TOML, YAML or JSON file (chosen by suffix).
+
+    The keys are those of :class:`TrainConfig` (``model_options`` a nested table), and
+    optionally ``preset``; they are checked when the config is built, not here.
+
+    Raises:
+        ValueError: missing file, unknown suffix, a parse error (with the parser's
+            message), or a file whose top level is not a table.
+    """
+    path = Path(path)
+    if path.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f"config file {path} must end in one of {', '.join(CONFIG_SUFFIXES)}")
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            values = tomllib.loads(text)
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            values = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"config file {path} does not parse: {reason(error)}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a table of config keys (got {type(values).__name__})")
+    return values

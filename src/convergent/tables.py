@@ -1,0 +1,67 @@
+"""Result tables: one row per (method, test set), written as CSV and as Markdown with the machine."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convergent.atomic import atomic_path, write_text
+
+
+def result_row(method: str, test_set: str, task: Any, result: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """A table row: ``task.columns`` of an :func:`~convergent.training.evaluate` ``result``, the
+    model's size and training time (``trained``, as :func:`~convergent.training.train` returns),
+    and its inference time beside the classical solver's."""
+    return {"method": method, "test set": test_set,
+            **{column: result[metric] for column, metric in task.columns.items()},
+            "parameters": trained["parameters"], "train s": trained["train_seconds"],
+            "inference s": result["inference_seconds"], "classical s": result["classical_seconds"]}
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """``rows`` (dicts with the same keys, in column order) as a Markdown table."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_format(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> str:
+    """Write ``rows`` to ``out_dir/results.csv`` and, with the machine and ``note``, to
+    ``out_dir/results.md``; returns the Markdown table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "results.csv") as partial, open(partial, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = markdown_table(rows)
+    write_text(out_dir / "results.md", f"Machine: {_machine()}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
+    return table
+
+
+def _machine() -> str:
+    return (f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
+            f"torch {torch.__version__}")
