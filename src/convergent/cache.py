@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from convergent.atomic import atomic_path
+
 
 def cache_dir() -> Path:
     """``$CONVERGENT_CACHE``, else ``~/.cache/convergent``."""
@@ -33,7 +35,5 @@ def store_entry(path: Path | None, key: dict[str, Any], **payload: Any) -> None:
     """
     if path is None:
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(f"{path}.partial")
-    torch.save({"key": key, **payload}, partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        torch.save({"key": key, **payload}, partial)

@@ -13,7 +13,7 @@ from convergent import __version__
 from convergent.cache import cache_dir
 
 #: Task names (``convergent.tasks.TASKS``), listed here so that ``--help`` imports nothing heavy.
-TASKS = ("gvi", "porenet")
+TASKS = ("gvi", "porenet", "pagerank", "powerflow", "heat")
 
 
 def _demo(args: argparse.Namespace) -> int:
