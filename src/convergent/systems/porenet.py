@@ -59,6 +59,7 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 from convergent.cache import load_entry, store_entry
+from convergent.systems._optional import importable, optional_module
 
 DOMAIN = 1e-3
 PRESSURE_DROP = 1e5
@@ -77,20 +78,12 @@ def openpnm():
     """The ``openpnm`` module, imported quietly; an ImportError that says how to install it."""
     # Its import logs an error about the optional PARDISO solver; SciPy's solver is used without it.
     logging.getLogger("openpnm").setLevel(logging.CRITICAL)
-    try:
-        import openpnm as op
-    except ImportError as error:
-        raise ImportError("the porenet task needs OpenPNM 3: pip install -e '.[porenet]'") from error
-    return op
+    return optional_module("openpnm", "porenet", "porenet", "OpenPNM 3")
 
 
 def available() -> bool:
     """Whether OpenPNM can be imported."""
-    try:
-        openpnm()
-    except ImportError:
-        return False
-    return True
+    return importable(openpnm)
 
 
 def _network(op: Any, num_pores: int, kind: str, rng: np.random.Generator) -> Any:

@@ -69,6 +69,7 @@ from torch_geometric.data import Data
 from tqdm import tqdm
 
 from convergent.cache import load_entry, store_entry
+from convergent.systems._optional import importable, optional_module
 
 logger = logging.getLogger(__name__)
 
@@ -98,20 +99,12 @@ _BR_ASYMMETRIC = [21, 22, 24, 25]  # BR_R_ASYM, BR_X_ASYM, BR_G_ASYM, BR_B_ASYM
 
 def pandapower():
     """The ``pandapower`` module; an ImportError that says how to install it."""
-    try:
-        import pandapower as pp
-    except ImportError as error:
-        raise ImportError("the powerflow task needs pandapower: pip install -e '.[power]'") from error
-    return pp
+    return optional_module("pandapower", "powerflow", "power", "pandapower")
 
 
 def available() -> bool:
     """Whether pandapower can be imported."""
-    try:
-        pandapower()
-    except ImportError:
-        return False
-    return True
+    return importable(pandapower)
 
 
 @functools.cache
