@@ -297,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on the task's test sets or your graphs")
     evaluate.add_argument("task", choices=TASKS)
     evaluate.add_argument("--checkpoint", type=Path, required=True)
-    evaluate.add_argument("--sets", help="comma-separated test sets (default all: gvi a, b, c; porenet a, b, c, d; "
-                                         "'' for none)")
+    evaluate.add_argument("--sets", help="comma-separated test sets (default all; they are listed in each task's "
+                                         "docs/TASK.md; '' for none)")
     evaluate.add_argument("--graphs", type=Path, help="torch.save file of a list of PyG Data with x, edge_index, "
                                                        "edge_attr, y")
     device_option(evaluate)
