@@ -21,6 +21,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from convergent.systems import porenet
+from convergent.tasks._checks import check_fields
 from convergent.tasks.test_sets import TestSet
 
 
@@ -93,14 +94,7 @@ class PorenetTask:
     @staticmethod
     def check_graph(graph: Data) -> None:
         """Refuse a graph without what the metrics and OpenPNM need, saying what is missing."""
-        missing = [name for name in ("pos", "conductance", "inlet", "outlet", "flow_rate")
-                   if getattr(graph, name, None) is None]
-        if missing:
-            raise ValueError(f"a porenet graph needs {', '.join(missing)} besides x, edge_index, edge_attr and y "
-                             "(see convergent.systems.porenet)")
-        if graph.x.shape[1] != PorenetTask.in_channels or graph.edge_attr.shape[1] != PorenetTask.edge_channels:
-            raise ValueError(f"a porenet graph has {PorenetTask.in_channels} node and {PorenetTask.edge_channels} "
-                             f"edge features (got {graph.x.shape[1]} and {graph.edge_attr.shape[1]})")
+        check_fields(graph, PorenetTask, ("pos", "conductance", "inlet", "outlet", "flow_rate"))
 
     @staticmethod
     def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch_geometric.data import Batch, Data
 
 from convergent.systems import powerflow
+from convergent.tasks._checks import check_fields
 
 #: Grids of the training distribution; sample ``i`` of a pool is of grid ``i mod 3``.
 TRAINING_GRIDS = ("case118", "case300", "case1354pegase")
@@ -109,17 +110,7 @@ class PowerFlowTask:
     @staticmethod
     def check_graph(graph: Data) -> None:
         """Refuse a graph without what the metrics and the classical solver need, saying what is missing."""
-        missing = [name for name in ("dc_y", "grid", "load_scale", "gen_scale", "sgen_scale")
-                   if getattr(graph, name, None) is None]
-        if missing:
-            raise ValueError(f"a powerflow graph needs {', '.join(missing)} besides x, edge_index, edge_attr and y "
-                             "(see convergent.systems.powerflow)")
-        task = PowerFlowTask
-        if (graph.x.shape[1], graph.edge_attr.shape[1], graph.y.shape[1]) != (
-                task.in_channels, task.edge_channels, task.out_channels):
-            raise ValueError(f"a powerflow graph has {task.in_channels} node features, {task.edge_channels} edge "
-                             f"features and {task.out_channels} targets (got {graph.x.shape[1]}, "
-                             f"{graph.edge_attr.shape[1]} and {graph.y.shape[1]})")
+        check_fields(graph, PowerFlowTask, ("dc_y", "grid", "load_scale", "gen_scale", "sgen_scale"))
 
     @staticmethod
     def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:
