@@ -2,7 +2,6 @@
 on meshes without obtuse angles, the graphs, the task and its commands."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ from torch_geometric.data import Batch
 
 import convergent
 from convergent.systems import heat
+from test_training import run_cli
 
 pytestmark = pytest.mark.skipif(not heat.available(), reason="scikit-fem is not installed (pip install -e '.[heat]')")
 
@@ -169,28 +169,24 @@ def test_metrics_against_independent_computations(problems):
 
 
 def test_train_and_eval_commands_on_user_graphs(tmp_path):
-    def convergent_command(*arguments):
-        return subprocess.run([sys.executable, "-m", "convergent", *arguments], capture_output=True, text=True,
-                              timeout=300)
-
     out, checkpoint = tmp_path / "run", str(tmp_path / "run" / "checkpoint.pt")
     tiny = [f"--set={key}={value}" for key, value in (
         ("updates", 4), ("eval_every", 2), ("pool_size", 4), ("batch_size", 2), ("validation_graphs", 2),
         ("restart_period", 4), ("model_options", json.dumps(TINY_MODEL)))]
-    result = convergent_command("train", "heat", *tiny, "--out", str(out), "--quiet", "--json")
+    result = run_cli("train", "heat", *tiny, "--out", str(out), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["relative_error"] >= 0
     assert all((out / name).is_file() for name in ("checkpoint.pt", "metrics.jsonl", "parity.png", "solves.csv"))
     graphs = heat.heat_graphs(2, vertices=(60, 90), seed=9)
     torch.save(graphs, tmp_path / "mine.pt")
-    result = convergent_command("eval", "heat", "--checkpoint", checkpoint, "--sets", "", "--graphs",
+    result = run_cli("eval", "heat", "--checkpoint", checkpoint, "--sets", "", "--graphs",
                                 str(tmp_path / "mine.pt"), "--json")
     assert result.returncode == 0, result.stderr
     mine = json.loads(result.stdout)[str(tmp_path / "mine.pt")]
     assert mine["graphs"] == 2 and mine["classical_seconds"] > 0 and 0 < mine["interpolation_relative_error"]
     del graphs[1].conductivity
     torch.save(graphs, tmp_path / "broken.pt")
-    result = convergent_command("eval", "heat", "--checkpoint", checkpoint, "--sets", "", "--graphs",
+    result = run_cli("eval", "heat", "--checkpoint", checkpoint, "--sets", "", "--graphs",
                                 str(tmp_path / "broken.pt"))
     assert result.returncode == 2 and "conductivity" in result.stderr and "Traceback" not in result.stderr
 

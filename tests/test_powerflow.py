@@ -4,8 +4,6 @@ equations written out by hand, seeding and caching, the task and its commands.""
 import json
 import logging
 import math
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from torch_geometric.data import Batch
 
 from convergent.systems import powerflow
+from test_training import run_cli
 
 pytestmark = pytest.mark.skipif(not powerflow.available(),
                                 reason="pandapower is not installed (pip install -e '.[power]')")
@@ -218,8 +217,7 @@ def test_metrics_against_independent_computations(samples):
 
 def test_train_and_eval_commands(tmp_path):
     def convergent(*arguments):
-        return subprocess.run([sys.executable, "-m", "convergent", *arguments], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "CONVERGENT_CACHE": str(tmp_path / "cache")})
+        return run_cli(*arguments, cache=tmp_path / "cache")
 
     out, checkpoint = tmp_path / "run", str(tmp_path / "run" / "checkpoint.pt")
     tiny = [f"--set={key}={value}" for key, value in (

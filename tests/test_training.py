@@ -26,9 +26,11 @@ def tiny_config(**changes):
     return TrainConfig.from_dict({**values, **changes})
 
 
-def run_cli(*args, cwd=None):
+def run_cli(*args, cwd=None, cache=None):
+    """``python -m convergent ARGS``; with ``cache``, that folder as ``$CONVERGENT_CACHE``."""
+    env = None if cache is None else {**os.environ, "CONVERGENT_CACHE": str(cache)}
     return subprocess.run([sys.executable, "-m", "convergent", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+                          timeout=300, cwd=cwd, env=env)
 
 
 class Exploit:

@@ -52,8 +52,8 @@ def resolve_config(task: Any, preset: str | None, overrides: list[str], seed: in
     from convergent.training.config import TrainConfig, read_config_file
 
     file_values = read_config_file(config_file) if config_file is not None else {}
-    preset = preset or file_values.pop("preset", None) or default_preset
-    file_values.pop("preset", None)
+    file_preset = file_values.pop("preset", None)
+    preset = preset or file_preset or default_preset
     if file_values.get("task", task.name) != task.name:
         raise ValueError(f"config file {config_file} is for task {file_values['task']!r}, not {task.name!r}")
     if preset not in task.presets:
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model on a task; writes checkpoint, config, metrics, plots",
                                 description="Train a model on a task. Also runs under torchrun for distributed "
-                                            "data parallel training (see docs/distributed.md).")
+                                            "data parallel training (see docs/cli.md).")
     train.add_argument("task", choices=TASKS)
     config_options(train, "default")
     train.add_argument("--model", choices=["cgs", "ignn", "sse", "mpnn"], help="model (default: the preset's)")
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict on your graphs; writes predictions and solve certificates",
                                   description="Run a checkpoint on graphs from a file and write one CSV row per "
                                               "node, and per graph the certificate of its solve (iterations, "
-                                              "residual, error bound). See docs/predict.md for the formats.")
+                                              "residual, error bound). See docs/cli.md for the formats.")
     predict.add_argument("--checkpoint", type=Path, required=True)
     predict.add_argument("--graphs", type=Path, required=True,
                          help=".pt (PyG Data list), .edgelist, .graphml, .json (node-link) or .csv (edges)")
