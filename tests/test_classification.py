@@ -1,6 +1,7 @@
 """Graph classification: TU data from local files, shared folds, the two protocols, GIN and graph IGNN."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -141,10 +142,12 @@ def test_training_stops_after_patience_epochs_without_a_better_holdout():
 def test_bench_tu_command_writes_one_table(tmp_path):
     result = subprocess.run([sys.executable, "-m", "convergent", "bench", "tu", "--dataset", "MUTAG", "--quick",
                              "--models", "gin,ignn", "--out", str(tmp_path), "--quiet", "--json"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) == {"gin", "ignn"} and all(0 <= r["mean"] <= 1 for r in report.values())
+    assert {r["threads"] for r in report.values()} == {1}
     table = (tmp_path / "results.md").read_text()
     assert "| MUTAG | gin | ignn |" in table and "optimistic" in table
+    assert "| threads |" in table and "torch threads" not in table  # per run, not one for the table
     assert Path(tmp_path / "MUTAG-gin-gin.json").is_file()

@@ -228,6 +228,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _bench_tu(args: argparse.Namespace) -> int:
+    import torch
+
     from convergent.benchmark import write_classification_tables
     from convergent.datasets import load_tu
     from convergent.training.classification import ProtocolConfig, run_protocol
@@ -244,7 +246,7 @@ def _bench_tu(args: argparse.Namespace) -> int:
     for kind in args.models.split(","):
         result = run_protocol(args.protocol, kind, graphs, num_features, num_classes, config, progress=not args.quiet)
         result.update(dataset=args.dataset, protocol=args.protocol, model=kind, graphs=len(graphs),
-                      config={**config.__dict__, "quick": args.quick})
+                      threads=torch.get_num_threads(), config={**config.__dict__, "quick": args.quick})
         (out / f"{args.dataset}-{args.protocol}-{kind}.json").write_text(json.dumps(result, indent=1) + "\n")
         results[kind] = result
     table = write_classification_tables(out)

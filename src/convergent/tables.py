@@ -50,7 +50,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> str:
     """Write ``rows`` to ``out_dir/results.csv`` and, with the machine and ``note``, to
-    ``out_dir/results.md``; returns the Markdown table."""
+    ``out_dir/results.md``; returns the Markdown table. Rows with a ``threads`` column (runs
+    collected from several processes) keep the thread count out of the machine line."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "results.csv") as partial, open(partial, "w", newline="") as stream:
@@ -58,10 +59,10 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> s
         writer.writeheader()
         writer.writerows(rows)
     table = markdown_table(rows)
-    write_text(out_dir / "results.md", f"Machine: {_machine()}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
+    write_text(out_dir / "results.md", f"Machine: {_machine(threads='threads' not in rows[0])}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
     return table
 
 
-def _machine() -> str:
-    return (f"{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
-            f"torch {torch.__version__}")
+def _machine(threads: bool = True) -> str:
+    return (f"{_cpu_name()}, {os.cpu_count()} logical CPUs, "
+            + (f"torch threads {torch.get_num_threads()}, " if threads else "") + f"torch {torch.__version__}")
