@@ -143,8 +143,6 @@ def test_bad_model_settings_raise():
         CGS(4, 1, normalization="l2")
     with pytest.raises(ValueError, match="`gamma`"):
         CGS(4, 1, gamma=1.0)
-    with pytest.raises(ValueError, match="`bias`"):
-        CGS(4, 1, bias="constant")
     with pytest.raises(ValueError, match="`readout`"):
         GraphCGS(4, 1, readout="max")
     with pytest.raises(ValueError, match="`stages`"):

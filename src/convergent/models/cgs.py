@@ -15,7 +15,6 @@ from convergent.models.readout import READOUTS
 from convergent.solvers import SolveInfo
 
 NORMALIZATIONS = ("degree", "softmax")
-BIASES = ("encoder", "linear")
 
 
 class FixedPointEmbedding(nn.Module):
@@ -31,23 +30,17 @@ class FixedPointEmbedding(nn.Module):
     def __init__(self, in_channels: int, edge_channels: int = 0, hidden_channels: int = 64, num_heads: int = 16,
                  gamma: float = 0.5, num_layers: int = 2, normalization: str = "degree",
                  nonlinearity: Nonlinearity = None, solver: str = "auto", tol: float = 1e-5,
-                 max_iter: int | None = None, activation: str = "silu", on_nonconvergence: str = "warn",
-                 bias: str = "encoder"):
+                 max_iter: int | None = None, activation: str = "silu", on_nonconvergence: str = "warn"):
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"`normalization` must be one of {NORMALIZATIONS} (got {normalization!r})")
-        if bias not in BIASES:
-            raise ValueError(f"`bias` must be one of {BIASES} (got {bias!r})")
         self.in_channels, self.edge_channels = in_channels, edge_channels
         self.num_heads, self.gamma, self.normalization = num_heads, check.check_gamma(gamma), normalization
         self.solve_options = dict(gamma=self.gamma, solver=solver, tol=tol, max_iter=max_iter,
                                   nonlinearity=nonlinearity, on_nonconvergence=on_nonconvergence)
         self.encoder = AttentionEncoder(in_channels, edge_channels, hidden_channels, num_layers, activation)
         self.edge_score = nn.Linear(hidden_channels, num_heads)
-        # "linear": b = W x with no intercept, zero wherever the inputs are (a source term).
-        self.node_bias = (nn.Linear(hidden_channels, num_heads) if bias == "encoder"
-                          else nn.Linear(in_channels, num_heads, bias=False))
-        self.bias_from_inputs = bias == "linear"
+        self.node_bias = nn.Linear(hidden_channels, num_heads)
         self.node_gate = nn.Linear(hidden_channels, num_heads) if normalization == "softmax" else None
         self.last_solve: SolveInfo | None = None
 
@@ -67,8 +60,7 @@ class FixedPointEmbedding(nn.Module):
             weight = degree_normalize(scores, edge_index, num_nodes)
         else:
             weight = gated_softmax(scores, self.node_gate(node), edge_index, num_nodes)
-        bias = self.node_bias(x if self.bias_from_inputs else node)
-        h, self.last_solve = solve(edge_index, weight, bias, batch=batch, **self.solve_options)
+        h, self.last_solve = solve(edge_index, weight, self.node_bias(node), batch=batch, **self.solve_options)
         return h
 
     def extra_repr(self) -> str:
@@ -103,10 +95,6 @@ class CGS(nn.Module):
             (defaults: ``"auto"``, ``1e-5``, ``None``, ``"warn"``)
         activation: activation of the MLPs. (default: ``"silu"``)
         decoder_layers: depth of the decoder MLP. (default: ``2``)
-        bias: ``"encoder"`` (``b`` from the encoder's node embedding, the paper's) or
-            ``"linear"`` (``b = W x``, linear in the input features with no intercept, so zero
-            where they are: the shape of a source term such as PageRank's teleport vector).
-            (default: ``"encoder"``)
         graph_context: also decode the mean of ``h*`` over each node's graph, next to
             the node's own ``h*`` (a graph-level offset, e.g. of MDP values). (default: ``False``)
         stages: number of fixed-point stages. Stage ``k > 1`` has its own encoder and maps,
