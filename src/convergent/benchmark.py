@@ -45,7 +45,8 @@ def write_classification_tables(out_dir: Path) -> str:
             "folds": len(result["fold_accuracies"]), "epochs": result["config"]["epochs"],
             "chosen epoch": "/".join(map(str, result["epochs"])) if len(result["epochs"]) == 1 else
             f"median {sorted(result['epochs'])[len(result['epochs']) // 2]}",
-            "seconds": round(result["seconds"], 1), "threads": result.get("threads", "—"), "smoke run": "yes" if result["config"].get("quick") else "",
+            "seconds": round(result["seconds"], 1), "threads": result.get("threads", "—"),
+            "smoke run": "yes" if result["config"].get("quick") else "",
         })
     if not rows:
         raise ValueError(f"no bench tu results in {out_dir}")

@@ -59,7 +59,8 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> s
         writer.writeheader()
         writer.writerows(rows)
     table = markdown_table(rows)
-    write_text(out_dir / "results.md", f"Machine: {_machine(threads='threads' not in rows[0])}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
+    machine = _machine(threads="threads" not in rows[0])
+    write_text(out_dir / "results.md", f"Machine: {machine}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
     return table
 
 

@@ -22,6 +22,7 @@ from torch_geometric.data import Batch, Data
 
 from convergent.systems import porenet
 from convergent.tasks._checks import check_fields
+from convergent.tasks._presets import PAPER_RUN, SOFTMAX_MODEL
 from convergent.tasks.test_sets import TestSet
 
 
@@ -32,23 +33,18 @@ TEST_SETS = {
     "d": TestSet("2 networks, about 50 000 pores", 2, (50_000, 50_001), 2004),
 }
 
-_PAPER_MODEL = {"num_heads": 16, "gamma": 0.5, "num_layers": 3, "hidden_channels": 64}
-
-# Row-stochastic maps (a softmax over each pore's throats) have the shape of the discrete pressure
+# SOFTMAX_MODEL: row-stochastic maps (a softmax over each pore's throats) have the shape of the discrete pressure
 # equation p_i = Σ_j g_ij p_j / Σ_j g_ij; γ = 0.9 lets boundary values travel further.
-_SOFTMAX_MODEL = {**_PAPER_MODEL, "normalization": "softmax", "gamma": 0.9}
-_PAPER_RUN = {"model_options": _PAPER_MODEL, "updates": 1000, "batch_size": 32, "pool_size": 32,
-               "refresh_every": 32, "learning_rate": 1e-3, "restart_period": 1000, "eval_every": 250}
 
 #: Presets: overrides of :class:`~convergent.training.config.TrainConfig`.
 PRESETS = {
     # Finishes within 5 minutes on 2 CPU cores (1 min 54 s measured, the network generation included).
-    "default": {"model_options": _SOFTMAX_MODEL, "updates": 500, "batch_size": 32, "pool_size": 256,
+    "default": {"model_options": SOFTMAX_MODEL, "updates": 500, "batch_size": 32, "pool_size": 256,
                 "refresh_every": 250, "restart_period": 500, "eval_every": 250},
     # The paper's configuration: fresh networks every 32 updates.
-    "paper": _PAPER_RUN,
+    "paper": PAPER_RUN,
     # The paper's budget with softmax maps and γ = 0.9 (README).
-    "best": {**_PAPER_RUN, "model_options": _SOFTMAX_MODEL},
+    "best": {**PAPER_RUN, "model_options": SOFTMAX_MODEL},
 }
 
 

@@ -23,6 +23,7 @@ from torch_geometric.data import Batch, Data
 
 from convergent.systems import powerflow
 from convergent.tasks._checks import check_fields
+from convergent.tasks._presets import PAPER_RUN, SOFTMAX_MODEL
 
 #: Grids of the training distribution; sample ``i`` of a pool is of grid ``i mod 3``.
 TRAINING_GRIDS = ("case118", "case300", "case1354pegase")
@@ -46,23 +47,19 @@ TEST_SETS = {
                  30, 3003),
 }
 
-_PAPER_MODEL = {"num_heads": 16, "gamma": 0.5, "num_layers": 3, "hidden_channels": 64}
-# A softmax over each bus's branches gives row-stochastic maps, the shape of a weighted average of
+# SOFTMAX_MODEL: a softmax over each bus's branches gives row-stochastic maps, the shape of a weighted average of
 # neighbouring voltages (a Gauss–Seidel sweep of the linearised power-flow equations); γ = 0.9
 # carries the slack's reference and the injections further across the grid.
-_SOFTMAX_MODEL = {**_PAPER_MODEL, "normalization": "softmax", "gamma": 0.9}
 
 #: Presets: overrides of :class:`~convergent.training.config.TrainConfig`. Samples of the three
 #: training grids have 590 buses on average, so batches are small.
 PRESETS = {
     # 3 min 47 s wall on 2 CPU cores busy with other jobs, the power flows included (docs/powerflow.md).
-    "default": {"model_options": {**_SOFTMAX_MODEL, "num_layers": 2, "hidden_channels": 32}, "updates": 300,
+    "default": {"model_options": {**SOFTMAX_MODEL, "num_layers": 2, "hidden_channels": 32}, "updates": 300,
                 "batch_size": 4, "pool_size": 96, "refresh_every": 300, "restart_period": 300, "eval_every": 150,
                 "validation_graphs": 30},
     # The paper's model and optimizer, fresh samples every 64 updates (not measured).
-    "paper": {"model_options": _PAPER_MODEL, "updates": 1000, "batch_size": 16, "pool_size": 64,
-              "refresh_every": 64, "learning_rate": 1e-3, "restart_period": 1000, "eval_every": 250,
-              "validation_graphs": 30},
+    "paper": {**PAPER_RUN, "batch_size": 16, "pool_size": 64, "refresh_every": 64, "validation_graphs": 30},
 }
 # No configuration has measured better than the default yet (docs/powerflow.md).
 PRESETS["best"] = PRESETS["default"]
