@@ -13,11 +13,10 @@ from torch_geometric.data import Batch
 
 import convergent
 from convergent.systems import heat
-from test_training import run_cli
+from test_training import run_cli, tiny_options
 
 pytestmark = pytest.mark.skipif(not heat.available(), reason="scikit-fem is not installed (pip install -e '.[heat]')")
 
-TINY_MODEL = {"hidden_channels": 8, "num_heads": 4, "num_layers": 1}
 
 
 def hand_assembled_temperature(graph):
@@ -170,9 +169,7 @@ def test_metrics_against_independent_computations(problems):
 
 def test_train_and_eval_commands_on_user_graphs(tmp_path):
     out, checkpoint = tmp_path / "run", str(tmp_path / "run" / "checkpoint.pt")
-    tiny = [f"--set={key}={value}" for key, value in (
-        ("updates", 4), ("eval_every", 2), ("pool_size", 4), ("batch_size", 2), ("validation_graphs", 2),
-        ("restart_period", 4), ("model_options", json.dumps(TINY_MODEL)))]
+    tiny = tiny_options(updates=4, eval_every=2, pool_size=4, batch_size=2, validation_graphs=2, restart_period=4)
     result = run_cli("train", "heat", *tiny, "--out", str(out), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["relative_error"] >= 0

@@ -11,7 +11,7 @@ from torch_geometric.data import Batch
 import convergent
 from convergent.systems import pagerank
 from convergent.tasks import get_task
-from test_training import TINY_MODEL, run_cli
+from test_training import TINY_MODEL, run_cli, tiny_options
 
 
 def hand_set_solve(edge_index, v):
@@ -77,9 +77,8 @@ def test_metrics_against_independent_computations():
 
 
 def test_train_and_eval_commands(tmp_path):
-    tiny = ["--set", "updates=4", "--set", "eval_every=4", "--set", "pool_size=8", "--set", "batch_size=4",
-            "--set", "validation_graphs=4", "--set", "restart_period=4",
-            "--set", f"model_options={json.dumps({**TINY_MODEL, 'gamma': 0.85})}"]
+    tiny = tiny_options(updates=4, eval_every=4, validation_graphs=4, restart_period=4,
+                        model_options={**TINY_MODEL, "gamma": 0.85})
     result = run_cli("train", "pagerank", *tiny, "--out", str(tmp_path / "run"), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
     result = run_cli("eval", "pagerank", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--sets", "c",

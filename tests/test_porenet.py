@@ -11,11 +11,11 @@ from torch_geometric.data import Batch
 
 import convergent
 from convergent.systems import porenet
+from test_training import tiny_options
 
 pytestmark = pytest.mark.skipif(not porenet.available(),
                                 reason="OpenPNM is not installed (pip install -e '.[porenet]')")
 
-TINY_MODEL = {"hidden_channels": 8, "num_heads": 4, "num_layers": 1}
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,7 @@ def test_metrics_against_independent_computations(networks):
 
 def test_train_and_eval_commands_on_user_graphs(tmp_path):
     out = tmp_path / "run"
-    tiny = ["--set", "updates=4", "--set", "eval_every=2", "--set", "pool_size=4", "--set", "batch_size=2",
-            "--set", "validation_graphs=2", "--set", "restart_period=4",
-            "--set", f"model_options={json.dumps(TINY_MODEL)}"]
+    tiny = tiny_options(updates=4, eval_every=2, pool_size=4, batch_size=2, validation_graphs=2, restart_period=4)
     command = [sys.executable, "-m", "convergent"]
     result = subprocess.run([*command, "train", "porenet", *tiny, "--out", str(out), "--quiet", "--json"],
                             capture_output=True, text=True, timeout=300)

@@ -14,12 +14,11 @@ import torch
 from torch_geometric.data import Batch
 
 from convergent.systems import powerflow
-from test_training import run_cli
+from test_training import run_cli, tiny_options
 
 pytestmark = pytest.mark.skipif(not powerflow.available(),
                                 reason="pandapower is not installed (pip install -e '.[power]')")
 
-TINY_MODEL = {"hidden_channels": 8, "num_heads": 4, "num_layers": 1}
 # Radial and meshed, with taps, negative reactances (case300), phase shifters (case1354pegase)
 # and a slack angle of 30° (case118).
 GRIDS = ("case14", "case118", "case300", "case1354pegase")
@@ -220,9 +219,7 @@ def test_train_and_eval_commands(tmp_path):
         return run_cli(*arguments, cache=tmp_path / "cache")
 
     out, checkpoint = tmp_path / "run", str(tmp_path / "run" / "checkpoint.pt")
-    tiny = [f"--set={key}={value}" for key, value in (
-        ("updates", 4), ("eval_every", 2), ("pool_size", 3), ("batch_size", 2), ("validation_graphs", 2),
-        ("restart_period", 4), ("model_options", json.dumps(TINY_MODEL)))]
+    tiny = tiny_options(updates=4, eval_every=2, pool_size=3, batch_size=2, validation_graphs=2, restart_period=4)
     result = convergent("train", "powerflow", *tiny, "--out", str(out), "--quiet", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["va_mae"] >= 0

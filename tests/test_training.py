@@ -16,14 +16,22 @@ from convergent.training import CheckpointError, TrainConfig, build_model, evalu
 from convergent.training import train as train_run
 
 TINY_MODEL = {"hidden_channels": 8, "num_heads": 4, "num_layers": 1}
-TINY = ["--set", "updates=6", "--set", "eval_every=3", "--set", "pool_size=8", "--set", "batch_size=4",
-        "--set", "validation_graphs=5", "--set", "restart_period=6", "--set", f"model_options={json.dumps(TINY_MODEL)}"]
+TINY_VALUES = dict(model_options=TINY_MODEL, updates=6, eval_every=3, pool_size=8, batch_size=4,
+                   validation_graphs=5, restart_period=6)
+
+
+def tiny_options(**changes):
+    """``--set KEY=VALUE`` options of a tiny training run: :data:`TINY_VALUES` with ``changes``."""
+    values = {**TINY_VALUES, **changes}
+    return [option for key, value in values.items()
+            for option in ("--set", f"{key}={json.dumps(value) if isinstance(value, dict) else value}")]
+
+
+TINY = tiny_options()
 
 
 def tiny_config(**changes):
-    values = dict(task="gvi", model_options=TINY_MODEL, updates=6, eval_every=3, pool_size=8, batch_size=4,
-                  validation_graphs=5, restart_period=6)
-    return TrainConfig.from_dict({**values, **changes})
+    return TrainConfig.from_dict({"task": "gvi", **TINY_VALUES, **changes})
 
 
 def run_cli(*args, cwd=None, cache=None):
