@@ -32,10 +32,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import scipy
-import scipy.sparse
-import torch
+# NumPy, hence SciPy's product outputs, asks the kernel for transparent huge pages on large
+# arrays (numpy._core.multiarray._get_madvise_hugepage()); PyTorch does the same for CPU
+# tensors of 2 MiB or more when this is set, so that a fresh output costs both sides alike.
+# Set THP_MEM_ALLOC_ENABLE=0 to measure without it.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+import scipy.sparse  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _measure  # noqa: E402
@@ -106,7 +112,8 @@ edge_index, weight, bias = random_system(args.nodes)
 num_edges = edge_index.shape[1]
 say(f"- workload: N = {args.nodes:,}, E = {num_edges:,} (in-degree {args.degree}, uniform sources), "
     f"M = {args.heads}, float32, weights edge-major [E, M]; median of {args.repeats} after a warm-up; "
-    f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+    f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']} (huge pages for large tensors, as NumPy uses)")
 say()
 
 # ---------------------------------------------------------------- 1. one product
