@@ -56,6 +56,8 @@ def test_unknown_config_key_is_named():
         TrainConfig.from_dict({"task": "gvi", "learnig_rate": 1e-3})
     with pytest.raises(ValueError, match="batch_size"):
         tiny_config(batch_size=9)
+    with pytest.raises(ValueError, match="`prior` must be true or false"):
+        tiny_config(prior="yes")
 
 
 def test_a_run_writes_its_outputs_and_its_checkpoint_reproduces_the_metrics(tmp_path):

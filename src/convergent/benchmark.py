@@ -24,7 +24,7 @@ def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir
     rows = []
     for label, config in configs.items():
         trained = train(task, config, out_dir / label, progress=progress, overwrite=True)
-        model = build_model(config.model, task, config.model_options)
+        model = build_model(config.model, task, config.model_options, config.prior)
         model.load_state_dict(load_checkpoint(out_dir / label / "checkpoint.pt", task.name)["model"])
         for name in sets:
             result = evaluate(model, task, graphs[name])

@@ -56,6 +56,7 @@ import scipy.sparse.linalg
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
+from torch_geometric.utils import scatter
 from tqdm import tqdm
 
 from convergent.cache import load_entry, store_entry
@@ -205,6 +206,33 @@ def outlet_flow(pressure: Tensor, edge_index: Tensor, conductance: Tensor, outle
     flow = conductance[into] * (pressure[source[into]] - pressure[target[into]])
     graph = torch.zeros_like(target) if batch is None else batch[target]
     return torch.zeros(num_graphs, dtype=torch.float64).index_add_(0, graph[into], flow)
+
+
+def uniform_medium(x: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+    """The pressure of a uniform medium and the mean pore spacing, from node features alone.
+
+    Args:
+        x: ``[N, 6]`` node features as in this module's graphs; batch: ``[N]`` graph of each pore.
+
+    Returns:
+        ``([N] pressure in bar, [N] spacing s / 1 mm)``. The pressure is the imposed one at
+        boundary pores and, elsewhere, linear in x between the inlet pores' mean x (inlet
+        pressure) and the outlet pores' mean x (outlet pressure), clamped to that range; the
+        spacing is ``n^(-1/3)`` for a network of ``n`` pores (the scale on which pressures
+        deviate from the uniform medium).
+    """
+    num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+    inlet, outlet = x[:, 3] > 0.5, x[:, 4] > 0.5
+
+    def mean(values: Tensor, where: Tensor) -> Tensor:
+        return scatter(values[where], batch[where], 0, dim_size=num_graphs, reduce="mean")[batch]
+
+    start, end = mean(x[:, 0], inlet), mean(x[:, 0], outlet)
+    high, low = mean(x[:, 5], inlet), mean(x[:, 5], outlet)
+    fraction = ((end - x[:, 0]) / (end - start).clamp_min(1e-6)).clamp(0, 1)
+    pressure = torch.where(inlet | outlet, x[:, 5], low + (high - low) * fraction)
+    pores = torch.bincount(batch, minlength=num_graphs).to(x.dtype)
+    return pressure, pores.pow(-1 / 3)[batch]
 
 
 def cgs_form(edge_index: Tensor, conductance: Tensor, inlet: Tensor, outlet: Tensor) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class TrainConfig:
         task: task name (``"gvi"``).
         model: ``"cgs"``, ``"ignn"``, ``"sse"`` or ``"mpnn"``.
         model_options: keyword arguments of the model class.
+        prior: for a task with a physical prior (``task.prior``; porenet's uniform medium),
+            learn a correction to it rather than the target itself.
         updates: optimizer steps.
         batch_size: graphs per step.
         pool_size: graphs generated afresh every ``refresh_every`` steps; each step
@@ -40,6 +42,7 @@ class TrainConfig:
     task: str
     model: str = "cgs"
     model_options: dict[str, Any] = field(default_factory=dict)
+    prior: bool = True
     updates: int = 1000
     batch_size: int = 64
     pool_size: int = 64
@@ -58,6 +61,8 @@ class TrainConfig:
                 raise ValueError(f"config `{name}` must be a positive integer (got {getattr(self, name)!r})")
         if self.batch_size > self.pool_size:
             raise ValueError(f"config `batch_size` ({self.batch_size}) cannot exceed `pool_size` ({self.pool_size})")
+        if not isinstance(self.prior, bool):
+            raise ValueError(f"config `prior` must be true or false (got {self.prior!r})")
         if not self.learning_rate > 0:
             raise ValueError(f"config `learning_rate` must be positive (got {self.learning_rate!r})")
 

@@ -7,19 +7,26 @@ from typing import Any
 
 from torch import nn
 
+from convergent.models.prior import PriorCorrection
+
 MODEL_KINDS = ("cgs", "ignn", "sse", "mpnn")
 
 
-def build_model(kind: str, task: Any, options: dict[str, Any]) -> nn.Module:
+def build_model(kind: str, task: Any, options: dict[str, Any], prior: bool = True) -> nn.Module:
     """``kind`` with the task's input/output sizes and ``options`` as keyword arguments.
 
     All models share the call ``model(x, edge_index, edge_attr, batch) -> [N, out]``
-    and the same decoder (see :func:`convergent.models.encoder.mlp`).
+    and the same decoder (see :func:`convergent.models.encoder.mlp`). With ``prior`` and a
+    task that has one (``task.prior``), the model learns a correction to it
+    (:class:`~convergent.models.prior.PriorCorrection`).
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
     module = importlib.import_module(f"convergent.models.{kind}")
     try:
-        return getattr(module, kind.upper())(task.in_channels, task.out_channels, edge_channels=task.edge_channels, **options)
+        model = getattr(module, kind.upper())(task.in_channels, task.out_channels, edge_channels=task.edge_channels,
+                                               **options)
     except TypeError as error:
         raise ValueError(f"bad model_options for {kind!r}: {error}") from None
+    task_prior = getattr(task, "prior", None)
+    return PriorCorrection(model, task_prior) if prior and task_prior is not None else model

@@ -61,7 +61,7 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
     out_dir = Path(out_dir)
     state = _previous_state(out_dir, config, resume, overwrite)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, task, config.model_options).to(context.device)
+    model = build_model(config.model, task, config.model_options, config.prior).to(context.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=config.restart_period)
     order = torch.Generator().manual_seed(config.seed)

@@ -1,0 +1,41 @@
+"""A model that learns a correction to a known approximate solution (a task's physical prior)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+#: ``prior(x, batch) -> (base [N, out], scale [N, 1])``.
+Prior = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class PriorCorrection(nn.Module):
+    """``base + scale · model(x, edge_index, edge_attr, batch)`` with ``(base, scale) = prior(x, batch)``.
+
+    The wrapped model predicts the deviation from ``base`` in units of ``scale``, so that it
+    learns what the prior leaves out at the same size on every graph. Attributes the wrapped
+    model sets (``last_solve``, ``project``, …) are reachable through the wrapper.
+
+    Shapes:
+        x ``[N, F]``, edge_index ``[2, E]``, edge_attr ``[E, D]`` or ``None``, batch ``[N]`` or
+        ``None`` (one graph) → ``[N, out]``.
+    """
+
+    def __init__(self, model: nn.Module, prior: Prior):
+        super().__init__()
+        self.model = model
+        self.prior = prior
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None,
+                batch: Tensor | None = None) -> Tensor:
+        if batch is None:
+            batch = x.new_zeros(x.shape[0], dtype=edge_index.dtype)
+        base, scale = self.prior(x, batch)
+        return base + scale * self.model(x, edge_index, edge_attr, batch)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
