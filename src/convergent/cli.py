@@ -119,6 +119,7 @@ def _load_model(path: Path, task_name: str | None, device: str):
     checkpoint = load_checkpoint(path, task_name)
     task = get_task(checkpoint["task"], cache_dir=cache_dir())
     config = checkpoint["config"]
+    # A config without `prior` predates it: its model learned the target directly.
     model = build_model(config["model"], task, config["model_options"], config.get("prior", False))
     try:
         model.load_state_dict(checkpoint["model"])
