@@ -42,7 +42,7 @@ def test_hand_set_cgs_reproduces_openpnm_pressures(networks, kind):
 @pytest.mark.parametrize("kind", porenet.KINDS)
 def test_graphs_follow_the_documented_scaling(networks, kind):
     graph = networks[kind]
-    assert graph.x.shape[1] == 6 and graph.edge_attr.shape[1] == 3 and graph.y.shape == (graph.num_nodes, 1)
+    assert graph.x.shape[1] == 6 and graph.edge_attr.shape[1] == 4 and graph.y.shape == (graph.num_nodes, 1)
     assert 0 <= graph.x[:, :3].min() and graph.x[:, :3].max() <= 1
     assert graph.inlet.any() and graph.outlet.any() and not (graph.inlet & graph.outlet).any()
     assert torch.equal(graph.x[:, 3].bool(), graph.inlet) and torch.equal(graph.x[:, 5], graph.inlet.float())
@@ -51,6 +51,10 @@ def test_graphs_follow_the_documented_scaling(networks, kind):
     assert 0 <= graph.y.min() and graph.y.max() <= 1 + 1e-6  # maximum principle
     half = graph.edge_index.shape[1] // 2
     assert torch.equal(graph.edge_index[:, half:], graph.edge_index[:, :half].flip(0))
+    assert torch.equal(graph.edge_attr[half:, :3], graph.edge_attr[:half, :3])
+    source, target = graph.edge_index
+    step = (graph.pos[target, 0] - graph.pos[source, 0]) * graph.num_nodes ** (1 / 3) / porenet.DOMAIN
+    torch.testing.assert_close(graph.edge_attr[:, 3], step.float())
     assert (graph.edge_attr[:, :2] > 0).all() and (graph.conductance > 0).all()
 
 

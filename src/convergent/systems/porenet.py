@@ -21,9 +21,11 @@ same features. Units and scaling:
 
 * ``x`` ``[N, 6]``: pore coordinates / 1 mm (3), inlet flag, outlet flag, imposed pressure in
   bar (1 at the inlet, 0 elsewhere: masked by the flags);
-* ``edge_attr`` ``[E, 3]``: throat diameter / s, throat length / s, and
+* ``edge_attr`` ``[E, 4]``: throat diameter / s, throat length / s,
   ``ln(g / median g)`` over the network's throats (pressures do not change when all
-  conductances are scaled alike, so only relative conductance is given);
+  conductances are scaled alike, so only relative conductance is given), and the edge's step
+  along x, ``(x_t − x_s) / s`` (the pressure gradient's direction; opposite on the two edges
+  of a throat);
 * ``y`` ``[N, 1]``: pore pressure in bar;
 * kept for metrics and the classical solver: ``pos`` ``[N, 3]`` (m), ``conductance`` ``[E]``
   (m³/(Pa·s), float64), ``inlet`` / ``outlet`` ``[N]`` bool, ``flow_rate`` ``[1]`` (m³/s, the
@@ -170,15 +172,17 @@ def pore_network(num_pores: int, kind: str, seed: int | tuple[int, ...]) -> Data
     coords, conns = np.asarray(network.coords, dtype=np.float64), np.asarray(network.conns)
     inlet, outlet = _boundaries(network, spacing)
     pressure, flow = stokes_flow(coords, conns, conductance, inlet, outlet)
-    return _as_data(coords, conns, conductance, network["throat.diameter"] / spacing,
-                    network["throat.length"] / spacing, inlet, outlet, pressure, flow)
+    return _as_data(coords, conns, conductance, spacing, network["throat.diameter"], network["throat.length"],
+                    inlet, outlet, pressure, flow)
 
 
-def _as_data(coords, conns, conductance, diameter, length, inlet, outlet, pressure, flow) -> Data:
+def _as_data(coords, conns, conductance, spacing, diameter, length, inlet, outlet, pressure, flow) -> Data:
     conns = torch.as_tensor(conns, dtype=torch.long)
     edge_index = torch.cat([conns.T, conns.T.flip(0)], 1)
-    features = np.stack([diameter, length, np.log(conductance / np.median(conductance))], 1)
-    edge_attr = torch.as_tensor(features, dtype=torch.float32).repeat(2, 1)
+    shared = np.stack([diameter / spacing, length / spacing, np.log(conductance / np.median(conductance))], 1)
+    along = (coords[conns[:, 1], 0] - coords[conns[:, 0], 0]) / spacing  # the edge's step along x
+    edge_attr = torch.as_tensor(np.concatenate([np.column_stack([shared, along]), np.column_stack([shared, -along])]),
+                                dtype=torch.float32)
     inlet, outlet = torch.as_tensor(inlet), torch.as_tensor(outlet)
     x = torch.cat([torch.as_tensor(coords / DOMAIN, dtype=torch.float32),
                    torch.stack([inlet, outlet, inlet], 1).float()], 1)
@@ -283,7 +287,7 @@ def porenet_graphs(count: int, *, pores: tuple[int, int] = (50, 200), seed: int 
     """
     if count < 1 or not 3 < pores[0] < pores[1]:
         raise ValueError(f"need count ≥ 1 and 3 < pores[0] < pores[1] (got {count}, {pores})")
-    key = {"count": count, "pores": list(pores), "seed": seed, "version": 1}
+    key = {"count": count, "pores": list(pores), "seed": seed, "version": 2}
     stored = load_entry(cache, key)
     if stored is not None:
         return [Data(**fields) for fields in stored["graphs"]]

@@ -55,11 +55,11 @@ PRESETS = {
 
 
 class PorenetTask:
-    """Node regression of pore pressure (6 node features, 3 edge features; see the system module)."""
+    """Node regression of pore pressure (6 node features, 4 edge features; see the system module)."""
 
     name = "porenet"
     in_channels = 6
-    edge_channels = 3
+    edge_channels = 4
     out_channels = 1
     presets = PRESETS
     test_sets = TEST_SETS
