@@ -28,7 +28,7 @@ from torch_geometric.data import Batch, Data
 
 from convergent.systems import porenet
 from convergent.tasks._checks import check_fields
-from convergent.tasks._presets import PAPER_RUN, SOFTMAX_MODEL
+from convergent.tasks._presets import PAPER_MODEL, PAPER_RUN
 from convergent.tasks.test_sets import TestSet
 
 
@@ -39,18 +39,17 @@ TEST_SETS = {
     "d": TestSet("2 networks, about 50 000 pores", 2, (50_000, 50_001), 2004),
 }
 
-# SOFTMAX_MODEL: row-stochastic maps (a softmax over each pore's throats) have the shape of the discrete pressure
-# equation p_i = Σ_j g_ij p_j / Σ_j g_ij; γ = 0.9 lets boundary values travel further.
-
 #: Presets: overrides of :class:`~convergent.training.config.TrainConfig`.
 PRESETS = {
-    # Finishes within 5 minutes on 2 CPU cores (1 min 54 s measured, the network generation included).
-    "default": {"model_options": SOFTMAX_MODEL, "updates": 500, "batch_size": 32, "pool_size": 256,
+    # Finishes within 5 minutes on 2 CPU cores.
+    "default": {"model_options": PAPER_MODEL, "updates": 500, "batch_size": 32, "pool_size": 256,
                 "refresh_every": 250, "restart_period": 500, "eval_every": 250},
     # The paper's configuration: fresh networks every 32 updates.
     "paper": PAPER_RUN,
-    # The paper's budget with softmax maps and γ = 0.9 (README).
-    "best": {**PAPER_RUN, "model_options": SOFTMAX_MODEL},
+    # The best measured (README) is the paper's: softmax maps with γ = 0.9 (SOFTMAX_MODEL) fit
+    # the training sizes better but generalised to 5 000 and 50 000 pores well for one seed and
+    # badly for another, while γ = 0.5 keeps the learned correction local and did well for both.
+    "best": PAPER_RUN,
 }
 
 
