@@ -1,7 +1,7 @@
 """Preset pieces that several tasks share: the CGS paper's porous-network configuration.
 
 The tasks the paper did not run (PageRank, power flow, heat) take this configuration as their
-``paper`` preset, and porenet, heat and power flow build their softmax presets on its model.
+``paper`` preset, and heat and power flow build their softmax presets on its model.
 """
 
 #: The paper's porous-network model: 16 heads, γ = 0.5, 3 encoder layers of width 64.
