@@ -7,6 +7,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from convergent import CGS, GraphCGS
+from convergent.models import AttentionEncoder
 from convergent.systems import linear_graph_systems
 
 
@@ -46,6 +47,34 @@ def test_node_outputs_follow_a_relabelling_and_graph_outputs_do_not_change(graph
     node_model, graph_model = small_model(), small_model(GraphCGS)
     torch.testing.assert_close(node_model(*relabelled), node_model(x, edge_index, edge_attr)[permutation])
     torch.testing.assert_close(graph_model(*relabelled), graph_model(x, edge_index, edge_attr))
+
+
+@pytest.mark.parametrize("edge_channels", [3, 0])
+def test_encoder_computes_its_defining_formula(edge_channels):
+    # The encoder applies φ_e's last linear layer lazily and sums attention messages before it;
+    # here every layer is computed as written: e' = φ_e([x_s, x_t, e]), α = softmax over in-edges
+    # of w·e', x' = φ_n([x, Σ α e']), with an explicit loop over target nodes.
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(12, 2, dtype=torch.double), torch.randint(0, 12, (2, 40))
+    edge_index[1, -1] = 11  # node 11 has an in-edge, node 10 may have none
+    edge_attr = torch.randn(40, edge_channels, dtype=torch.double)
+    encoder = AttentionEncoder(2, edge_channels, 8, num_layers=2).double()
+    node, edge = encoder(x, edge_index, edge_attr)
+    expected_node, expected_edge = x, edge_attr
+    for layer in encoder.layers:
+        inputs = torch.cat([expected_node[edge_index[0]], expected_node[edge_index[1]], expected_edge], dim=1)
+        expected_edge = layer.edge_output(layer.edge_input(inputs))
+        logits = layer.attention(expected_edge).squeeze(1)
+        message = torch.zeros(12, 8, dtype=torch.double)
+        for t in range(12):
+            into = edge_index[1] == t
+            if into.any():
+                message[t] = (torch.softmax(logits[into], 0).unsqueeze(1) * expected_edge[into]).sum(0)
+        expected_node = layer.node_update(torch.cat([expected_node, message], dim=1))
+    torch.testing.assert_close(node, expected_node)
+    torch.testing.assert_close(edge.tensor(), expected_edge)
+    scores = torch.nn.Linear(8, 5).double()
+    torch.testing.assert_close(edge.linear(scores.weight, scores.bias), scores(expected_edge))
 
 
 @pytest.mark.parametrize("readout", ["sum", "mean"])

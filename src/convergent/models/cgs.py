@@ -55,7 +55,7 @@ class FixedPointEmbedding(nn.Module):
                                                       self.edge_channels)
         num_nodes = x.shape[0]
         node, edge = self.encoder(x, edge_index, edge_attr)
-        scores = self.edge_score(edge)
+        scores = edge.linear(self.edge_score.weight, self.edge_score.bias)
         if self.normalization == "degree":
             weight = degree_normalize(scores, edge_index, num_nodes)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -16,6 +18,33 @@ def mlp(in_channels: int, hidden_channels: int, out_channels: int, num_layers: i
                num_layers=num_layers, act=activation, norm=None)
 
 
+class EdgeEmbedding(NamedTuple):
+    r"""Edge embeddings ``e = features @ weight.T + bias`` kept as the factors of their last linear layer.
+
+    Every use of an edge embedding in CGS is itself linear (the next layer's edge input,
+    the attention logits, the head scores), so ``L(e) = features @ (L.W · weight).T + ...``
+    costs one ``[E, K] × [K, out]`` product instead of two: an ``[E, ·]`` product is the
+    encoder's largest cost. ``weight is None`` means ``e = features`` (the raw edge features).
+
+    Shapes:
+        features ``[E, K]``, weight ``[C, K]``, bias ``[C]`` for embeddings ``[E, C]``.
+    """
+
+    features: Tensor
+    weight: Tensor | None = None
+    bias: Tensor | None = None
+
+    def linear(self, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``F.linear(e, weight, bias)`` without forming ``e``: ``[E, weight.shape[0]]``."""
+        if self.weight is None:
+            return F.linear(self.features, weight, bias)
+        return torch.addmm(F.linear(self.bias, weight, bias), self.features, (weight @ self.weight).T)
+
+    def tensor(self) -> Tensor:
+        """The embeddings themselves, ``[E, C]``."""
+        return self.features if self.weight is None else F.linear(self.features, self.weight, self.bias)
+
+
 class AttentionLayer(nn.Module):
     r"""One graph-network block with attention-weighted messages.
 
@@ -24,14 +53,19 @@ class AttentionLayer(nn.Module):
         \alpha_{st} = \mathrm{softmax}_{s \to t}(w^\top e'_{st}), \quad
         x'_t = \phi_n([x_t, \textstyle\sum_{s \to t} \alpha_{st} e'_{st}])
 
+    φ_e is linear → activation → linear; its last linear layer is applied lazily
+    (see :class:`EdgeEmbedding`), and the attention sum is taken before it:
+    ``Σ α e' = (Σ α a) Wᵀ + (Σ α) b``, over ``N`` rows instead of ``E``.
+
     Shapes:
-        x ``[N, node_channels]``, edge_attr ``[E, edge_channels]`` →
-        ``([N, hidden_channels], [E, hidden_channels])``.
+        x ``[N, node_channels]``, edge ``[E, edge_channels]`` as an :class:`EdgeEmbedding` →
+        ``([N, hidden_channels], EdgeEmbedding of [E, hidden_channels])``.
     """
 
     def __init__(self, node_channels: int, edge_channels: int, hidden_channels: int, activation: str = "silu"):
         super().__init__()
-        # φ_e = edge_output ∘ edge_input; edge_input acts on [x_s, x_t, e_st] (see `forward`).
+        # φ_e = edge_output ∘ edge_input, edge_output = (activation, linear); edge_input acts on
+        # [x_s, x_t, e_st] (see `forward`).
         self.node_channels = node_channels
         self.edge_input = nn.Linear(2 * node_channels + edge_channels, hidden_channels)
         self.edge_output = nn.Sequential(activation_resolver(activation), nn.Linear(hidden_channels, hidden_channels))
@@ -39,23 +73,26 @@ class AttentionLayer(nn.Module):
         self.node_update = mlp(node_channels + hidden_channels, hidden_channels, hidden_channels, 2, activation)
 
     def reset_parameters(self) -> None:
-        self.edge_input.reset_parameters()
-        self.edge_output[1].reset_parameters()
-        self.attention.reset_parameters()
-        self.node_update.reset_parameters()
+        for module in (self.edge_input, self.edge_output[1], self.attention, self.node_update):
+            module.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, edge: EdgeEmbedding) -> tuple[Tensor, EdgeEmbedding]:
         source, target = edge_index
+        num_nodes = x.shape[0]
         # The first layer of φ_e is linear in [x_s, x_t, e_st]: its node parts are computed per
         # node and gathered, which costs N rather than E rows (E ≫ N), forward and backward.
         to_source, to_target, to_edge = self.edge_input.weight.split(
-            [self.node_channels, self.node_channels, edge_attr.shape[1]], dim=1)
-        edge = (F.linear(x, to_source).index_select(0, source) + F.linear(x, to_target).index_select(0, target)
-                + F.linear(edge_attr, to_edge, self.edge_input.bias))
-        edge = self.edge_output(edge)
-        weight = softmax(self.attention(edge), target, num_nodes=x.shape[0])
-        message = scatter(weight * edge, target, 0, x.shape[0], reduce="sum")
-        return self.node_update(torch.cat([x, message], dim=-1)), edge
+            [self.node_channels, self.node_channels, self.edge_input.in_features - 2 * self.node_channels], dim=1)
+        hidden = edge.linear(to_edge, self.edge_input.bias)
+        hidden = hidden.add_(F.linear(x, to_source).index_select(0, source))
+        hidden = hidden.add_(F.linear(x, to_target).index_select(0, target))
+        activation, output = self.edge_output
+        hidden = activation(hidden)
+        out = EdgeEmbedding(hidden, output.weight, output.bias)
+        weight = softmax(out.linear(self.attention.weight, self.attention.bias), target, num_nodes=num_nodes)
+        message = F.linear(scatter(weight * hidden, target, 0, num_nodes, reduce="sum"), output.weight)
+        message = message + scatter(weight, target, 0, num_nodes, reduce="sum") * output.bias
+        return self.node_update(torch.cat([x, message], dim=-1)), out
 
 
 class AttentionEncoder(nn.Module):
@@ -63,7 +100,7 @@ class AttentionEncoder(nn.Module):
 
     Shapes:
         x ``[N, in_channels]``, edge_attr ``[E, edge_channels]`` (may have 0 columns) →
-        ``([N, hidden_channels], [E, hidden_channels])``.
+        ``([N, hidden_channels], EdgeEmbedding of [E, hidden_channels])``.
     """
 
     def __init__(self, in_channels: int, edge_channels: int, hidden_channels: int, num_layers: int,
@@ -82,7 +119,8 @@ class AttentionEncoder(nn.Module):
         for layer in self.layers:
             layer.reset_parameters()
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, EdgeEmbedding]:
+        edge = EdgeEmbedding(edge_attr)
         for layer in self.layers:
-            x, edge_attr = layer(x, edge_index, edge_attr)
-        return x, edge_attr
+            x, edge = layer(x, edge_index, edge)
+        return x, edge
