@@ -1,7 +1,9 @@
 """Training runs, checkpoints, user graph files and the train / eval / bench commands."""
 
+import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +163,30 @@ def test_bad_input_exits_with_one_clear_message(tmp_path):
     result = run_cli("eval", "gvi", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--sets", "",
                      "--graphs", str(tmp_path / "nan.pt"))
     assert result.returncode == 2 and "reward" in result.stderr and "NaN" in result.stderr
+
+
+def test_bench_over_seeds_gives_mean_and_spread_of_single_runs(tmp_path):
+    result = run_cli("bench", "gvi", *TINY, "--methods", "cgs,mpnn-2", "--sets", "a", "--seeds", "0,1",
+                     "--out", str(tmp_path), "--quiet", "--json")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "results-by-seed.csv") as stream:
+        single = list(csv.DictReader(stream))
+    assert [(row["method"], row["seed"]) for row in single] == [("cgs", "0"), ("cgs", "1"), ("mpnn-2", "0"),
+                                                                 ("mpnn-2", "1")]
+    for row in json.loads(result.stdout):
+        assert row["seeds"] == 2 and row["test set"] == "a"
+        values = [float(r["MAPE %"]) for r in single if r["method"] == row["method"]]
+        mean, _, spread = str(row["MAPE %"]).partition(" ± ")
+        rounding = 0.051 if float(mean) >= 10 else 6e-4  # the table prints 1 decimal from 10 up, else 3
+        assert float(mean) == pytest.approx(statistics.fmean(values), abs=rounding)
+        assert float(spread or 0) == pytest.approx(statistics.stdev(values), abs=rounding)
+    weights = [load_checkpoint(tmp_path / "cgs" / f"seed-{seed}" / "checkpoint.pt", "gvi")["model"] for seed in (0, 1)]
+    assert json.loads((tmp_path / "cgs" / "seed-1" / "config.json").read_text())["seed"] == 1
+    assert any(not torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    result = run_cli("bench", "gvi", *TINY, "--seeds", "0,1", "--seed", "3", "--out", str(tmp_path / "no"))
+    assert result.returncode == 2 and "not both" in result.stderr
+    result = run_cli("bench", "gvi", *TINY, "--seeds", "0,x", "--out", str(tmp_path / "no"))
+    assert result.returncode == 2 and "comma-separated integers" in result.stderr
 
 
 def test_bench_trains_every_method_with_one_budget_and_writes_one_table(tmp_path):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from convergent.tables import result_row, write_tables
+from convergent.tables import mean_over_seeds, result_row, write_csv, write_tables
 from convergent.training.checkpoint import load_checkpoint
 from convergent.training.config import TrainConfig
 from convergent.training.evaluation import evaluate
@@ -14,21 +14,30 @@ from convergent.training.models import build_model
 from convergent.training.trainer import train
 
 def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir: Path, *,
-            progress: bool = True) -> list[dict[str, Any]]:
+            seeds: list[int] | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train every config (label → config) into ``out_dir/label`` and evaluate it on ``sets``.
 
     Returns one row per (method, test set); also writes ``results.csv`` and ``results.md``.
+    With ``seeds``, every config is trained once per seed (its ``seed`` replaced) into
+    ``out_dir/label/seed-S``; the rows of single runs, with a ``seed`` column, go to
+    ``results-by-seed.csv`` and the returned rows give mean ± standard deviation over seeds.
     """
     out_dir = Path(out_dir)
     graphs = {name: task.test_graphs(name) for name in sets}
+    runs = [(label, config, out_dir / label) for label, config in configs.items()] if seeds is None else [
+        (label, config.replace(seed=seed), out_dir / label / f"seed-{seed}")
+        for label, config in configs.items() for seed in seeds]
     rows = []
-    for label, config in configs.items():
-        trained = train(task, config, out_dir / label, progress=progress, overwrite=True)
+    for label, config, folder in runs:
+        trained = train(task, config, folder, progress=progress, overwrite=True)
         model = build_model(config.model, task, config.model_options, config.prior)
-        model.load_state_dict(load_checkpoint(out_dir / label / "checkpoint.pt", task.name)["model"])
+        model.load_state_dict(load_checkpoint(folder / "checkpoint.pt", task.name)["model"])
         for name in sets:
-            result = evaluate(model, task, graphs[name])
-            rows.append(result_row(label, name, task, result, trained))
+            row = result_row(label, name, task, evaluate(model, task, graphs[name]), trained)
+            rows.append(row if seeds is None else {"seed": config.seed, **row})
+    if seeds is not None:
+        write_csv(rows, out_dir / "results-by-seed.csv")
+        rows = mean_over_seeds(rows)
     write_tables(rows, out_dir)
     return rows
 

@@ -223,9 +223,24 @@ def _bench(args: argparse.Namespace) -> int:
             options["num_layers"] = int(depth)
         configs[method] = base.replace(model=kind, model_options=options)
     rows = compare(task, configs, _test_sets(task, args.sets), args.out or Path("runs") / f"bench-{task.name}",
-                   progress=not args.quiet)
+                   seeds=_seeds(args), progress=not args.quiet)
     print(json.dumps(rows) if args.json else markdown_table(rows))
     return 0
+
+
+def _seeds(args: argparse.Namespace) -> list[int] | None:
+    """``--seeds`` as a list of ints (``None`` when not given); refuses it beside ``--seed``."""
+    if args.seeds is None:
+        return None
+    if args.seed is not None:
+        raise ValueError("give --seed (one run per method) or --seeds (one per method and seed), not both")
+    try:
+        seeds = [int(item) for item in args.seeds.split(",") if item.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, e.g. --seeds 0,1,2 (got {args.seeds!r})") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds needs at least one seed and no seed twice (got {args.seeds!r})")
+    return seeds
 
 
 def _bench_tu(args: argparse.Namespace) -> int:
@@ -235,6 +250,8 @@ def _bench_tu(args: argparse.Namespace) -> int:
     from convergent.datasets import load_tu
     from convergent.training.classification import ProtocolConfig, run_protocol
 
+    if args.seeds is not None:
+        raise ValueError("bench tu takes one --seed (it seeds the folds and the weights); --seeds is for the tasks")
     if args.dataset is None:
         raise ValueError("bench tu needs --dataset NAME (e.g. MUTAG, PTC_MR, IMDB-BINARY)")
     graphs, num_features, num_classes = load_tu(args.dataset, args.root)
@@ -328,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", default="cgs,ignn,sse,mpnn-3,mpnn-6,mpnn-12",
                        help="comma-separated: cgs, ignn, sse, mpnn-DEPTH")
     bench.add_argument("--sets", help="comma-separated test sets (default all)")
+    bench.add_argument("--seeds", help="comma-separated seeds: every method trained once per seed, the table "
+                                       "giving mean ± std (single runs in results-by-seed.csv)")
     bench.add_argument("--out", type=Path, help="output folder (default runs/bench-TASK)")
     bench.add_argument("--dataset", help="tu: dataset name, a folder under --root (MUTAG, PTC_MR, IMDB-BINARY, ...)")
     bench.add_argument("--root", type=Path, help="tu: folder of TU datasets (default ../shared/data/TU if it exists, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +49,45 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def mean_over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of single runs (with a ``seed`` column) → one row per (method, test set), in order of
+    first appearance, with every numeric column as ``"mean ± std"`` over the seeds (sample
+    standard deviation; a column equal in every seed, such as the parameter count, stays as is)
+    and a ``seeds`` column counting them."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["test set"]), []).append(row)
+    merged = []
+    for (method, test_set), runs in groups.items():
+        row = {"method": method, "test set": test_set}
+        for column in runs[0]:
+            if column in row or column == "seed":
+                continue
+            values = [run[column] for run in runs]
+            if len(set(values)) == 1 or not all(isinstance(v, (int, float)) for v in values):
+                row[column] = values[0]
+            else:
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                row[column] = f"{_format(float(statistics.fmean(values)))} ± {_format(float(spread))}"
+        merged.append({**row, "seeds": len(runs)})
+    return merged
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """``rows`` (dicts with the same keys) as a CSV file with a header, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as partial, open(partial, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_tables(rows: list[dict[str, Any]], out_dir: Path, note: str = "") -> str:
     """Write ``rows`` to ``out_dir/results.csv`` and, with the machine and ``note``, to
     ``out_dir/results.md``; returns the Markdown table. Rows with a ``threads`` column (runs
     collected from several processes) keep the thread count out of the machine line."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "results.csv") as partial, open(partial, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out_dir / "results.csv")
     table = markdown_table(rows)
     machine = _machine(threads="threads" not in rows[0])
     write_text(out_dir / "results.md", f"Machine: {machine}\n\n" + (f"{note}\n\n" if note else "") + f"{table}\n")
