@@ -114,7 +114,7 @@ def test_models_learn_a_correction_to_the_uniform_medium(networks):
     model = build_model("cgs", task, {"num_heads": 2, "hidden_channels": 8, "num_layers": 1})
     assert isinstance(model, PriorCorrection)
     assert not isinstance(build_model("cgs", task, {"num_heads": 2}, prior=False), PriorCorrection)
-    base, scale = task.prior(graph.x, torch.zeros(graph.num_nodes, dtype=torch.long))
+    base, scale = task.prior(graph.x, graph.edge_index, graph.edge_attr, torch.zeros(graph.num_nodes, dtype=torch.long))
     inner = model.model(graph.x, graph.edge_index, graph.edge_attr)
     torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr), base + scale * inner)
     assert model.last_solve is model.model.last_solve  # the wrapped model's attributes show through
@@ -148,7 +148,7 @@ def test_metrics_against_independent_computations(networks):
     assert perfect["mse"] == 0 and perfect["relative_error"] == 0 and perfect["flow_error"] < 1e-5
     half = task.metrics(batch.y / 2, batch)
     assert half["relative_error"] == pytest.approx(0.5) and half["flow_error"] == pytest.approx(0.5, rel=1e-4)
-    uniform, _ = task.prior(batch.x, batch.batch)
+    uniform, _ = task.prior(batch.x, batch.edge_index, batch.edge_attr, batch.batch)
     assert task.metrics(uniform, batch)["relative_error"] == pytest.approx(perfect["uniform_relative_error"])
     assert task.classical_seconds(batch) > 0
 

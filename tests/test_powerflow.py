@@ -65,24 +65,31 @@ def _forward_branches(graph):
     return graph.edge_index[:, :half].numpy(), graph.edge_attr[:half].double().numpy()
 
 
-@pytest.mark.parametrize("name", GRIDS)
-def test_dc_angles_solve_the_dc_equations_built_from_the_features(samples, name):
-    """MATPOWER's DC model: B θ = P − P_shift − G_shunt with B from 1/(x τ), P from the node
-    features, θ_slack = 0."""
-    graph = samples[name]
-    (source, target), edge = _forward_branches(graph)
-    x = graph.x.double().numpy()
-    susceptance = 1 / (edge[:, 1] * np.exp(edge[:, 5]))
-    n = graph.num_nodes
-    incidence = scipy.sparse.csr_matrix((np.r_[np.ones(len(source)), -np.ones(len(source))],
-                                         (np.r_[np.arange(len(source)), np.arange(len(source))],
-                                          np.r_[source, target])), shape=(len(source), n))
-    matrix = (incidence.T @ scipy.sparse.diags(susceptance) @ incidence).tocsr()
-    injection = x[:, 0] + x[:, 2] - x[:, 6] - incidence.T @ (susceptance * -edge[:, 6])
-    free = x[:, 5] == 0
-    angle = np.zeros(n)
-    angle[free] = scipy.sparse.linalg.spsolve(matrix[free][:, free].tocsc(), injection[free])
-    np.testing.assert_allclose(angle, graph.dc_y[:, 1].double().numpy(), atol=1e-5)
+def test_dc_angles_rebuilt_from_the_features_equal_pandapowers_dc_power_flow(samples):
+    """MATPOWER's DC model B θ = P − P_shift − G_shunt (``dc_angles``), on one batch of every
+    grid's sample, against ``pp.rundcpp``'s angles stored as ``dc_y``."""
+    batch = Batch.from_data_list([samples[name] for name in GRIDS])
+    angle = powerflow.dc_angles(batch.x.double(), batch.edge_index, batch.edge_attr.double(), batch.batch)
+    np.testing.assert_allclose(angle.numpy(), batch.dc_y[:, 1].double().numpy(), atol=1e-5)
+    one = samples["case14"]
+    with pytest.raises(ValueError, match="odd number of edges"):
+        powerflow.dc_angles(one.x, one.edge_index[:, 1:], one.edge_attr[1:], torch.zeros(one.num_nodes, dtype=torch.long))
+
+
+def test_models_learn_a_correction_to_the_dc_power_flow(samples):
+    from convergent.models.prior import PriorCorrection
+    from convergent.tasks import get_task
+    from convergent.training import build_model
+
+    task, graph = get_task("powerflow"), samples["case118"]
+    base, scale = task.prior(graph.x, graph.edge_index, graph.edge_attr, torch.zeros(graph.num_nodes, dtype=torch.long))
+    torch.testing.assert_close(base, graph.dc_y, rtol=0, atol=1e-5)
+    assert torch.equal(scale, torch.ones(graph.num_nodes, 1))
+    model = build_model("mpnn", task, {"hidden_channels": 8, "num_layers": 1})
+    assert isinstance(model, PriorCorrection)
+    torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr),
+                               base + model.model(graph.x, graph.edge_index, graph.edge_attr))
+    assert not isinstance(build_model("mpnn", task, {"hidden_channels": 8}, prior=False), PriorCorrection)
 
 
 @pytest.mark.parametrize("name", GRIDS)

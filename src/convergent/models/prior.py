@@ -6,12 +6,13 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-#: ``prior(x, batch) -> (base [N, out], scale [N, 1])``.
-Prior = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+#: ``prior(x, edge_index, edge_attr, batch) -> (base [N, out], scale [N, 1])``.
+Prior = Callable[[Tensor, Tensor, Tensor | None, Tensor], tuple[Tensor, Tensor]]
 
 
 class PriorCorrection(nn.Module):
-    """``base + scale · model(x, edge_index, edge_attr, batch)`` with ``(base, scale) = prior(x, batch)``.
+    """``base + scale · model(x, edge_index, edge_attr, batch)`` with
+    ``(base, scale) = prior(x, edge_index, edge_attr, batch)``.
 
     The wrapped model predicts the deviation from ``base`` in units of ``scale``, so that it
     learns what the prior leaves out at the same size on every graph. Attributes the wrapped
@@ -31,7 +32,7 @@ class PriorCorrection(nn.Module):
                 batch: Tensor | None = None) -> Tensor:
         if batch is None:
             batch = x.new_zeros(x.shape[0], dtype=edge_index.dtype)
-        base, scale = self.prior(x, batch)
+        base, scale = self.prior(x, edge_index, edge_attr, batch)
         return base + scale * self.model(x, edge_index, edge_attr, batch)
 
     def __getattr__(self, name: str):

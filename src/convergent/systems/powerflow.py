@@ -64,7 +64,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
 from tqdm import tqdm
 
@@ -252,6 +255,46 @@ def _as_data(net: Any, name: str, factors: list[np.ndarray], redraws: int) -> Da
 def _targets(vm: np.ndarray, va_degree: np.ndarray, slack: int) -> np.ndarray:
     """``[N, 2]``: ``(vm − 1) / VM_SCALE`` and the angle relative to the slack's, in radians."""
     return np.stack([(vm - 1) / VM_SCALE, np.radians(va_degree - va_degree[slack])], 1)
+
+
+def dc_angles(x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+    """Voltage angles of MATPOWER's DC power flow, rebuilt from the features alone.
+
+    ``B θ = P − P_shift − G_shunt`` with ``B`` the branch susceptances ``1 / (x τ)``, ``P``
+    the active injections (features 0 and 2), the phase shifters' injections and the shunt
+    conductances, ``θ = 0`` at the slack; equal to pandapower's ``rundcpp`` (``dc_y``).
+
+    Args:
+        x: ``[N, 9]``, edge_index ``[2, E]``, edge_attr ``[E, 7]`` as in this module's graphs,
+            batched by PyG: every graph's edges are its branches from-bus → to-bus, then the
+            same branches back, so the first half of each graph's edges is the forward one.
+        batch: ``[N]`` graph of each bus; each graph needs exactly one slack bus.
+
+    Returns:
+        ``[N]`` angles in radians, dtype and device of ``x``.
+    """
+    graph_of_edge = batch[edge_index[0]].cpu().numpy()
+    counts = np.bincount(graph_of_edge, minlength=int(batch.max()) + 1 if batch.numel() else 0)
+    if (counts % 2).any():
+        raise ValueError("every branch must appear twice, from-bus → to-bus and back, for the DC angles; "
+                         f"graph {int(np.flatnonzero(counts % 2)[0])} has an odd number of edges")
+    position = np.arange(len(graph_of_edge)) - (np.cumsum(counts) - counts)[graph_of_edge]
+    forward = position < counts[graph_of_edge] // 2
+    source, target = edge_index[:, torch.as_tensor(forward)].cpu().numpy()
+    edge = edge_attr[torch.as_tensor(forward)].detach().cpu().double().numpy()
+    nodes = x.detach().cpu().double().numpy()
+    num_nodes, branches = len(nodes), np.arange(len(source))
+    susceptance = 1 / (edge[:, 1] * np.exp(edge[:, 5]))
+    incidence = scipy.sparse.csr_matrix((np.r_[np.ones(len(source)), -np.ones(len(source))],
+                                         (np.r_[branches, branches], np.r_[source, target])),
+                                        shape=(len(source), num_nodes))
+    matrix = (incidence.T @ scipy.sparse.diags(susceptance) @ incidence).tocsr()
+    injection = nodes[:, 0] + nodes[:, 2] - nodes[:, 6] + incidence.T @ (susceptance * edge[:, 6])
+    free = nodes[:, 5] == 0
+    angle = np.zeros(num_nodes)
+    if free.any():
+        angle[free] = scipy.sparse.linalg.spsolve(matrix[free][:, free].tocsc(), injection[free])
+    return torch.as_tensor(angle, dtype=x.dtype, device=x.device)
 
 
 def grid_name(graph: Data) -> str:

@@ -98,8 +98,9 @@ class PorenetTask:
         check_fields(graph, PorenetTask, ("pos", "conductance", "inlet", "outlet", "flow_rate"))
 
     @staticmethod
-    def prior(x: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """``(uniform-medium pressure [N, 1] in bar, mean pore spacing [N, 1] / 1 mm)`` from ``x`` ``[N, 6]``."""
+    def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """``(uniform-medium pressure [N, 1] in bar, mean pore spacing [N, 1] / 1 mm)`` from ``x`` ``[N, 6]``
+        (the edges are not needed)."""
         pressure, spacing = porenet.uniform_medium(x, batch)
         return pressure[:, None], spacing[:, None]
 

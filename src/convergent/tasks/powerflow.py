@@ -9,6 +9,11 @@ same grids and on grids they never saw. Metrics, over all buses of a set (the sl
 * ``dc_vm_mae``, ``dc_va_mae``: the same for pandapower's DC power flow on the same samples
   (``vm = 1`` everywhere), the linear approximation a model has to beat;
 * ``va_relative_error`` = Σ |v̂a − va| / Σ |va| (pooled over buses), and ``dc_va_relative_error``.
+
+Models learn a correction to the DC power flow (:meth:`PowerFlowTask.prior`, rebuilt from the
+features by :func:`~convergent.systems.powerflow.dc_angles`): the predicted angle is the DC
+angle plus the model's output, the magnitude the model's output; ``--set prior=false`` predicts
+both directly.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
@@ -108,6 +114,15 @@ class PowerFlowTask:
     def check_graph(graph: Data) -> None:
         """Refuse a graph without what the metrics and the classical solver need, saying what is missing."""
         check_fields(graph, PowerFlowTask, ("dc_y", "grid", "load_scale", "gen_scale", "sgen_scale"))
+
+    @staticmethod
+    def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """``(base [N, 2], scale [N, 1])``: magnitude 0 (1 p.u.) and the DC power flow's angle, in
+        the target's units, with scale 1."""
+        if edge_attr is None:
+            raise ValueError("the DC power-flow prior needs the branch features `edge_attr` [E, 7]")
+        angle = powerflow.dc_angles(x, edge_index, edge_attr, batch)
+        return torch.stack([torch.zeros_like(angle), angle], 1), torch.ones_like(angle)[:, None]
 
     @staticmethod
     def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:
