@@ -22,9 +22,8 @@ class TrainConfig:
         task: task name (``"gvi"``).
         model: ``"cgs"``, ``"ignn"``, ``"sse"`` or ``"mpnn"``.
         model_options: keyword arguments of the model class.
-        prior: for a task with a physical prior (``task.prior``: porenet's uniform medium, power
-            flow's DC angles),
-            learn a correction to it rather than the target itself.
+        prior: for a task with a physical prior (``task.prior``: porenet's uniform medium,
+            power flow's DC angles), learn a correction to it rather than the target itself.
         updates: optimizer steps.
         batch_size: graphs per step.
         pool_size: graphs generated afresh every ``refresh_every`` steps; each step
