@@ -84,11 +84,12 @@ def test_models_learn_a_correction_to_the_dc_power_flow(samples):
     task, graph = get_task("powerflow"), samples["case118"]
     base, scale = task.prior(graph.x, graph.edge_index, graph.edge_attr, torch.zeros(graph.num_nodes, dtype=torch.long))
     torch.testing.assert_close(base, graph.dc_y, rtol=0, atol=1e-5)
-    assert torch.equal(scale, torch.ones(graph.num_nodes, 1))
+    assert torch.equal(scale[:, 0], torch.ones(graph.num_nodes))
+    torch.testing.assert_close(scale[:, 1], graph.dc_y[:, 1].abs().mean().expand(graph.num_nodes), rtol=0, atol=1e-6)
     model = build_model("mpnn", task, {"hidden_channels": 8, "num_layers": 1})
     assert isinstance(model, PriorCorrection)
     torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr),
-                               base + model.model(graph.x, graph.edge_index, graph.edge_attr))
+                               base + scale * model.model(graph.x, graph.edge_index, graph.edge_attr))
     assert not isinstance(build_model("mpnn", task, {"hidden_channels": 8}, prior=False), PriorCorrection)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-#: ``prior(x, edge_index, edge_attr, batch) -> (base [N, out], scale [N, 1])``.
+#: ``prior(x, edge_index, edge_attr, batch) -> (base [N, out], scale [N, 1] or [N, out])``.
 Prior = Callable[[Tensor, Tensor, Tensor | None, Tensor], tuple[Tensor, Tensor]]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
+from torch_geometric.utils import scatter
 
 from convergent.systems import powerflow
 from convergent.tasks._checks import check_fields
@@ -117,12 +118,14 @@ class PowerFlowTask:
 
     @staticmethod
     def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """``(base [N, 2], scale [N, 1])``: magnitude 0 (1 p.u.) and the DC power flow's angle, in
-        the target's units, with scale 1."""
+        """``(base [N, 2], scale [N, 2])``: magnitude 0 (1 p.u.) with scale 1, and the DC power
+        flow's angle with the mean |DC angle| of the bus's grid as scale (the angles' size, which
+        differs tenfold between the shipped grids)."""
         if edge_attr is None:
             raise ValueError("the DC power-flow prior needs the branch features `edge_attr` [E, 7]")
         angle = powerflow.dc_angles(x, edge_index, edge_attr, batch)
-        return torch.stack([torch.zeros_like(angle), angle], 1), torch.ones_like(angle)[:, None]
+        spread = scatter(angle.abs(), batch, 0, reduce="mean").clamp_min(1e-3)[batch]
+        return torch.stack([torch.zeros_like(angle), angle], 1), torch.stack([torch.ones_like(angle), spread], 1)
 
     @staticmethod
     def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:
