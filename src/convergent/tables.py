@@ -51,8 +51,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def mean_over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of single runs (with a ``seed`` column) → one row per (method, test set), in order of
-    first appearance, with every numeric column as ``"mean ± std"`` over the seeds (sample
-    standard deviation; a column equal in every seed, such as the parameter count, stays as is)
+    first appearance, with every numeric column as ``"mean ± std"`` over the seeds (3 and 2
+    significant digits: the spread of small errors shows; sample standard deviation; a column
+    equal in every seed, such as the parameter count, stays as is)
     and a ``seeds`` column counting them."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -68,7 +69,7 @@ def mean_over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[column] = values[0]
             else:
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                row[column] = f"{_format(float(statistics.fmean(values)))} ± {_format(float(spread))}"
+                row[column] = f"{statistics.fmean(values):.3g} ± {spread:.2g}"
         merged.append({**row, "seeds": len(runs)})
     return merged
 
