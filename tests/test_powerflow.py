@@ -74,6 +74,10 @@ def test_dc_angles_rebuilt_from_the_features_equal_pandapowers_dc_power_flow(sam
     one = samples["case14"]
     with pytest.raises(ValueError, match="odd number of edges"):
         powerflow.dc_angles(one.x, one.edge_index[:, 1:], one.edge_attr[1:], torch.zeros(one.num_nodes, dtype=torch.long))
+    no_slack = one.x.clone()
+    no_slack[:, 5] = 0
+    with pytest.raises(ValueError, match="0 slack buses"):
+        powerflow.dc_angles(no_slack, one.edge_index, one.edge_attr, torch.zeros(one.num_nodes, dtype=torch.long))
 
 
 def test_models_learn_a_correction_to_the_dc_power_flow(samples):

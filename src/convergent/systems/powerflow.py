@@ -273,8 +273,13 @@ def dc_angles(x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -
     Returns:
         ``[N]`` angles in radians, dtype and device of ``x``.
     """
+    num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+    slacks = np.bincount(batch[x[:, 5] == 1].cpu().numpy(), minlength=num_graphs)
+    if (slacks != 1).any():
+        graph = int(np.flatnonzero(slacks != 1)[0])
+        raise ValueError(f"graph {graph} has {slacks[graph]} slack buses (feature 5); the DC angles need exactly one")
     graph_of_edge = batch[edge_index[0]].cpu().numpy()
-    counts = np.bincount(graph_of_edge, minlength=int(batch.max()) + 1 if batch.numel() else 0)
+    counts = np.bincount(graph_of_edge, minlength=num_graphs)
     if (counts % 2).any():
         raise ValueError("every branch must appear twice, from-bus → to-bus and back, for the DC angles; "
                          f"graph {int(np.flatnonzero(counts % 2)[0])} has an odd number of edges")
