@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse
-import scipy.sparse.linalg
 import torch
 from torch_geometric.data import Batch
 

@@ -51,10 +51,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def mean_over_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of single runs (with a ``seed`` column) → one row per (method, test set), in order of
-    first appearance, with every numeric column as ``"mean ± std"`` over the seeds (3 and 2
-    significant digits: the spread of small errors shows; sample standard deviation; a column
-    equal in every seed, such as the parameter count, stays as is)
-    and a ``seeds`` column counting them."""
+    first appearance, with a ``seeds`` column counting them and every numeric column as
+    ``"mean ± std"`` over the seeds (sample standard deviation; 3 and 2 significant digits, so
+    the spread of small errors shows). A column equal in every seed, such as the parameter
+    count, stays as is."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["method"], row["test set"]), []).append(row)

@@ -12,8 +12,8 @@ same grids and on grids they never saw. Metrics, over all buses of a set (the sl
 
 Models learn a correction to the DC power flow (:meth:`PowerFlowTask.prior`, rebuilt from the
 features by :func:`~convergent.systems.powerflow.dc_angles`): the predicted angle is the DC
-angle plus the model's output, the magnitude the model's output; ``--set prior=false`` predicts
-both directly.
+angle plus the model's output times the grid's mean |DC angle|, the magnitude the model's output;
+``--set prior=false`` predicts both directly.
 """
 
 from __future__ import annotations
