@@ -1,5 +1,6 @@
 """Crash-safe training: a run killed with SIGKILL and resumed ends with the weights of an
-uninterrupted run; a folder holding a run is not overwritten by accident."""
+uninterrupted run (averaged over its two cycles, so the running average survives too); a
+folder holding a run is not overwritten by accident."""
 
 import json
 import random
@@ -19,7 +20,7 @@ from test_training import TINY_MODEL, run_cli, tiny_config
 # Long enough (a few seconds) that a kill lands mid-run; a checkpoint every 3 updates.
 RUN = ["train", "gvi", "--deterministic", "--quiet", "--set", "updates=240", "--set", "eval_every=120",
        "--set", "checkpoint_every=3", "--set", "pool_size=16", "--set", "batch_size=8", "--set", "refresh_every=16",
-       "--set", "validation_graphs=4", "--set", "restart_period=120",
+       "--set", "validation_graphs=4", "--set", "restart_period=120", "--set", "average_cycles=2",
        "--set", f"model_options={json.dumps(TINY_MODEL)}"]
 
 

@@ -87,6 +87,22 @@ def test_the_same_seed_gives_the_same_run(tmp_path):
     assert first["mape"] == second["mape"]
 
 
+def test_averaged_runs_end_on_the_mean_of_the_weights_at_the_cycle_ends(tmp_path):
+    task = get_task("gvi")
+    cycle = dict(restart_period=2, eval_every=2)
+    for name, updates, average in (("first", 2, 0), ("both", 4, 0), ("averaged", 4, 2)):
+        train_run(task, tiny_config(updates=updates, average_cycles=average, **cycle), tmp_path / name, progress=False)
+    first, both, averaged = (load_checkpoint(tmp_path / name / "checkpoint.pt")["model"]
+                             for name in ("first", "both", "averaged"))
+    assert not torch.equal(first["decoder.lins.0.weight"], both["decoder.lins.0.weight"])
+    for key in both:
+        torch.testing.assert_close(averaged[key], (first[key] + both[key]) / 2)
+    with pytest.raises(ValueError, match="multiple of `restart_period`"):
+        tiny_config(updates=5, average_cycles=2, restart_period=2)
+    with pytest.raises(ValueError, match="at least 3 cycles"):
+        tiny_config(updates=4, average_cycles=3, restart_period=2)
+
+
 def test_checkpoints_refuse_truncated_foreign_and_malicious_files(tmp_path):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"task": "gvi", "model": {"w": torch.ones(3)}})

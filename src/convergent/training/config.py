@@ -32,6 +32,10 @@ class TrainConfig:
         learning_rate: Adam's step size (the peak of every cosine cycle).
         restart_period: steps per cosine cycle (``CosineAnnealingWarmRestarts``' ``T_0``);
             runs end on a cycle's last step when ``updates`` is a multiple of it.
+        average_cycles: if above 1, the run's final weights are the mean of the weights at
+            the ends of its last ``average_cycles`` cycles (stochastic weight averaging over
+            cycles, Izmailov et al. 2018); ``updates`` must then be a multiple of
+            ``restart_period``. 0 or 1: the last step's weights.
         eval_every: steps between validation evaluations.
         checkpoint_every: steps between checkpoints (also written at every validation
             and at the end); a resumed run repeats at most this many steps.
@@ -49,6 +53,7 @@ class TrainConfig:
     refresh_every: int = 32
     learning_rate: float = 1e-3
     restart_period: int = 500
+    average_cycles: int = 0
     eval_every: int = 250
     checkpoint_every: int = 50
     validation_graphs: int = 100
@@ -61,6 +66,13 @@ class TrainConfig:
                 raise ValueError(f"config `{name}` must be a positive integer (got {getattr(self, name)!r})")
         if self.batch_size > self.pool_size:
             raise ValueError(f"config `batch_size` ({self.batch_size}) cannot exceed `pool_size` ({self.pool_size})")
+        if not isinstance(self.average_cycles, int) or self.average_cycles < 0:
+            raise ValueError(f"config `average_cycles` must be a non-negative integer (got {self.average_cycles!r})")
+        if self.average_cycles > 1 and (self.updates % self.restart_period
+                                        or self.updates < self.average_cycles * self.restart_period):
+            raise ValueError(f"config `average_cycles` = {self.average_cycles} needs `updates` ({self.updates}) to be "
+                             f"a multiple of `restart_period` ({self.restart_period}) and at least "
+                             f"{self.average_cycles} cycles long; change one of the three")
         if not isinstance(self.prior, bool):
             raise ValueError(f"config `prior` must be true or false (got {self.prior!r})")
         if not self.learning_rate > 0:

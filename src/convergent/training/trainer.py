@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch_geometric.data import Batch, Data
 from tqdm import tqdm
 
@@ -48,7 +49,8 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
     ``learning_curve.png``, ``parity.png``, ``solves.csv`` (the solve certificate of every
     validation graph) and ``results.csv`` / ``results.md`` (validation metrics beside the
     classical solver's time). Evaluation uses the final weights, i.e. the end of a cosine
-    cycle when ``updates`` is a multiple of ``restart_period``.
+    cycle when ``updates`` is a multiple of ``restart_period``, or with ``average_cycles``
+    the mean of the weights at the ends of the last cycles (then also in the checkpoint).
 
     With ``resume``, continues from ``out_dir``'s checkpoint (from the start if there is
     none) so that the result equals that of an uninterrupted run. Without it, a folder that
@@ -65,6 +67,8 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=config.restart_period)
     order = torch.Generator().manual_seed(config.seed)
+    averaged = AveragedModel(model, use_buffers=True) if config.average_cycles > 1 else None
+    first_averaged = config.updates - (config.average_cycles - 1) * config.restart_period
     records: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     first, train_seconds = 0, 0.0
@@ -72,6 +76,8 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if averaged is not None:
+            averaged.load_state_dict(state["averaged"])
         _set_rng_states(state["rng"], order)
         records, summary, first, train_seconds = state["records"], state["metrics"], state["update"], state["seconds"]
     step_model = model if context.world == 1 else DistributedDataParallel(model)
@@ -86,7 +92,8 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
         save_checkpoint(out_dir / CHECKPOINT, {
             "task": config.task, "config": config.to_dict(), "version": __version__, "update": done,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": _rng_states(order), "records": records, "metrics": summary, "seconds": train_seconds})
+            "rng": _rng_states(order), "records": records, "metrics": summary, "seconds": train_seconds,
+            **({} if averaged is None else {"averaged": averaged.state_dict()})})
 
     pool = None
     with open(out_dir / "metrics.jsonl" if context.main else os.devnull, "a") as log, \
@@ -113,6 +120,10 @@ def train(task: Any, config: TrainConfig, out_dir: Path, *, progress: bool = Tru
                                          f"lower `learning_rate` (now {config.learning_rate})")
             bar.update()
             done = step + 1
+            if averaged is not None and done >= first_averaged and done % config.restart_period == 0:
+                averaged.update_parameters(model)
+                if done == config.updates:
+                    model.load_state_dict(averaged.module.state_dict())
             if not context.main:
                 continue
             if done % LOG_EVERY == 0 or done == config.updates:
@@ -166,7 +177,8 @@ def _previous_state(out_dir: Path, config: TrainConfig, resume: bool, overwrite:
     if "rng" not in state:
         raise ValueError(f"{path} holds no training state to resume from (written by convergent "
                          f"{state.get('version', '< 0.1')}); start the run again with --overwrite")
-    before, now = state["config"], config.to_dict()
+    # Through TrainConfig so that keys added since the run was written read as their defaults.
+    before, now = TrainConfig.from_dict(state["config"]).to_dict(), config.to_dict()
     if before != now:
         changed = ", ".join(f"{k} (run: {before.get(k)!r}, given: {now.get(k)!r})"
                             for k in sorted({**before, **now}) if before.get(k) != now.get(k))
