@@ -246,6 +246,10 @@ def test_train_and_eval_commands(tmp_path):
     mine = report[str(tmp_path / "mine.pt")]
     assert mine["graphs"] == 2 and mine["classical_seconds"] > 0 and mine["vm_mae"] >= 0
     assert (tmp_path / "cache" / "powerflow-test-c.pt").is_file()
+    assert "%|" in result.stderr, "generating set c shows a progress bar"
+    (tmp_path / "cache" / "powerflow-test-c.pt").unlink()
+    result = convergent("eval", "powerflow", "--checkpoint", checkpoint, "--sets", "c", "--quiet")
+    assert result.returncode == 0 and "%|" not in result.stderr, result.stderr
 
 
 def test_graphs_without_what_the_metrics_need_are_refused(samples):

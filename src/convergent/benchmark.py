@@ -23,7 +23,7 @@ def compare(task: Any, configs: dict[str, TrainConfig], sets: list[str], out_dir
     ``results-by-seed.csv`` and the returned rows give mean ± standard deviation over seeds.
     """
     out_dir = Path(out_dir)
-    graphs = {name: task.test_graphs(name) for name in sets}
+    graphs = {name: task.test_graphs(name, progress=progress) for name in sets}
     runs = [(label, config, out_dir / label) for label, config in configs.items()] if seeds is None else [
         (label, config.replace(seed=seed), out_dir / label / f"seed-{seed}")
         for label, config in configs.items() for seed in seeds]

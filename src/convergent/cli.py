@@ -133,7 +133,7 @@ def _eval(args: argparse.Namespace) -> int:
     from convergent.training import evaluate
 
     task, model, _ = _load_model(args.checkpoint, args.task, args.device)
-    sets = {name: task.test_graphs(name) for name in _test_sets(task, args.sets)}
+    sets = {name: task.test_graphs(name, progress=not args.quiet) for name in _test_sets(task, args.sets)}
     if args.graphs is not None:
         graphs = load_data_list(args.graphs, required=("x", "edge_index", "edge_attr", "y"))
         for graph in graphs:

@@ -72,8 +72,11 @@ class GVITask:
         """``count`` training-distribution graphs (or ``states`` sized ones) for ``seed``."""
         return gvi.gvi_graphs(count, states=states, seed=seed)
 
-    def test_graphs(self, name: str) -> list[Data]:
-        """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set."""
+    def test_graphs(self, name: str, progress: bool = False) -> list[Data]:
+        """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set.
+
+        Quick to make: ``progress`` (a bar where a task's sets take minutes) shows nothing here.
+        """
         spec = TEST_SETS[name]
         cache = None if self.cache_dir is None else Path(self.cache_dir) / f"gvi-test-{name}.pt"
         return gvi.gvi_graphs(spec.num_graphs, states=spec.sizes, seed=spec.seed, cache=cache)

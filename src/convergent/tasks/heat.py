@@ -70,11 +70,12 @@ class HeatTask:
         """``count`` training-distribution meshes (100–399 vertices) for ``seed``."""
         return heat.heat_graphs(count, vertices=TRAINING_VERTICES, seed=seed)
 
-    def test_graphs(self, name: str) -> list[Data]:
-        """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set."""
+    def test_graphs(self, name: str, progress: bool = False) -> list[Data]:
+        """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set;
+        a progress bar of its generation if ``progress``."""
         spec = TEST_SETS[name]
         cache = None if self.cache_dir is None else Path(self.cache_dir) / f"heat-test-{name}.pt"
-        return heat.heat_graphs(spec.num_graphs, vertices=spec.sizes, seed=spec.seed, cache=cache, progress=True)
+        return heat.heat_graphs(spec.num_graphs, vertices=spec.sizes, seed=spec.seed, cache=cache, progress=progress)
 
     @staticmethod
     def check_graph(graph: Data) -> None:

@@ -86,11 +86,12 @@ class PorenetTask:
             self._made[count, seed] = porenet.porenet_graphs(count, pores=(50, 200), seed=seed)
         return self._made[count, seed]
 
-    def test_graphs(self, name: str) -> list[Data]:
-        """The fixed test set ``name`` (``"a"`` … ``"d"``), cached when a cache folder is set."""
+    def test_graphs(self, name: str, progress: bool = False) -> list[Data]:
+        """The fixed test set ``name`` (``"a"`` … ``"d"``), cached when a cache folder is set;
+        a progress bar of its generation if ``progress``."""
         spec = TEST_SETS[name]
         cache = None if self.cache_dir is None else Path(self.cache_dir) / f"porenet-test-{name}.pt"
-        return porenet.porenet_graphs(spec.num_graphs, pores=spec.sizes, seed=spec.seed, cache=cache, progress=True)
+        return porenet.porenet_graphs(spec.num_graphs, pores=spec.sizes, seed=spec.seed, cache=cache, progress=progress)
 
     @staticmethod
     def check_graph(graph: Data) -> None:

@@ -105,11 +105,12 @@ class PowerFlowTask:
         """``count`` samples of the training grids for ``seed`` (see :func:`_training_samples`)."""
         return _training_samples(count, seed)
 
-    def test_graphs(self, name: str) -> list[Data]:
-        """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set."""
+    def test_graphs(self, name: str, progress: bool = False) -> list[Data]:
+        """The fixed test set ``name`` (``"a"``, ``"b"`` or ``"c"``), cached when a cache folder is set;
+        a progress bar of its generation if ``progress``."""
         spec = TEST_SETS[name]
         cache = None if self.cache_dir is None else Path(self.cache_dir) / f"powerflow-test-{name}.pt"
-        return powerflow.power_flow_graphs(spec.grids, spec.num_graphs, seed=spec.seed, cache=cache, progress=True)
+        return powerflow.power_flow_graphs(spec.grids, spec.num_graphs, seed=spec.seed, cache=cache, progress=progress)
 
     @staticmethod
     def check_graph(graph: Data) -> None:
