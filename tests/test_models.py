@@ -49,6 +49,21 @@ def test_node_outputs_follow_a_relabelling_and_graph_outputs_do_not_change(graph
     torch.testing.assert_close(graph_model(*relabelled), graph_model(x, edge_index, edge_attr))
 
 
+@pytest.mark.parametrize("stages", [1, 2])
+def test_a_source_driven_model_predicts_zero_where_no_source_reaches(graphs, stages):
+    # Two graphs in one batch; only the first has a non-zero source feature (column 2).
+    first, second = graphs[0].clone(), graphs[1].clone()
+    second.x[:, 2] = 0.0
+    batch = Batch.from_data_list([first, second])
+    driven, plain = small_model(source_channel=2, stages=stages), small_model(stages=stages)
+    out, alone = driven(*as_double(batch)), plain(*as_double(batch))
+    unreached = batch.batch == 1
+    assert torch.equal(out[unreached], torch.zeros_like(out[unreached]))
+    assert out[~unreached].abs().min() > 0 and alone[unreached].abs().min() > 0
+    with pytest.raises(ValueError, match="`source_channel` must be the index of an input feature, 0 to 3"):
+        CGS(4, 1, source_channel=4)
+
+
 @pytest.mark.parametrize("edge_channels", [3, 0])
 def test_encoder_computes_its_defining_formula(edge_channels):
     # The encoder applies φ_e's last linear layer lazily and sums attention messages before it;

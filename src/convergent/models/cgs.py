@@ -30,10 +30,15 @@ class FixedPointEmbedding(nn.Module):
     def __init__(self, in_channels: int, edge_channels: int = 0, hidden_channels: int = 64, num_heads: int = 16,
                  gamma: float = 0.5, num_layers: int = 2, normalization: str = "degree",
                  nonlinearity: Nonlinearity = None, solver: str = "auto", tol: float = 1e-5,
-                 max_iter: int | None = None, activation: str = "silu", on_nonconvergence: str = "warn"):
+                 max_iter: int | None = None, activation: str = "silu", on_nonconvergence: str = "warn",
+                 source_channel: int | None = None):
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"`normalization` must be one of {NORMALIZATIONS} (got {normalization!r})")
+        if source_channel is not None and not (isinstance(source_channel, int) and 0 <= source_channel < in_channels):
+            raise ValueError(f"`source_channel` must be the index of an input feature, 0 to {in_channels - 1} "
+                             f"(got {source_channel!r})")
+        self.source_channel = source_channel
         self.in_channels, self.edge_channels = in_channels, edge_channels
         self.num_heads, self.gamma, self.normalization = num_heads, check.check_gamma(gamma), normalization
         self.solve_options = dict(gamma=self.gamma, solver=solver, tol=tol, max_iter=max_iter,
@@ -60,7 +65,10 @@ class FixedPointEmbedding(nn.Module):
             weight = degree_normalize(scores, edge_index, num_nodes)
         else:
             weight = gated_softmax(scores, self.node_gate(node), edge_index, num_nodes)
-        h, self.last_solve = solve(edge_index, weight, self.node_bias(node), batch=batch, **self.solve_options)
+        bias = self.node_bias(node)
+        if self.source_channel is not None:
+            bias = bias * x[:, self.source_channel:self.source_channel + 1]
+        h, self.last_solve = solve(edge_index, weight, bias, batch=batch, **self.solve_options)
         return h
 
     def extra_repr(self) -> str:
@@ -94,6 +102,12 @@ class CGS(nn.Module):
         solver, tol, max_iter, on_nonconvergence: passed to :func:`convergent.solve`.
             (defaults: ``"auto"``, ``1e-5``, ``None``, ``"warn"``)
         activation: activation of the MLPs. (default: ``"silu"``)
+        source_channel: the input feature that drives the system, for steady states that are
+            zero without a source (PageRank's personalisation, a heat source): every head's
+            bias is that feature times a learned node coefficient, ``b_m = x_src · β_m(node)``,
+            and the decoder has no bias terms, so nodes far from every source get a fixed
+            point and a prediction near 0 rather than a learned constant.
+            (default: ``None``, ``b_m = β_m(node)``)
         decoder_layers: depth of the decoder MLP. (default: ``2``)
         graph_context: also decode the mean of ``h*`` over each node's graph, next to
             the node's own ``h*`` (a graph-level offset, e.g. of MDP values). (default: ``False``)
@@ -120,7 +134,8 @@ class CGS(nn.Module):
         self.graph_context = bool(graph_context)
         hidden = options.get("hidden_channels", 64)
         self.decoder = mlp((2 if self.graph_context else 1) * self.embedding.num_heads, hidden, out_channels,
-                           decoder_layers, options.get("activation", "silu"))
+                           decoder_layers, options.get("activation", "silu"),
+                           bias=options.get("source_channel") is None)
 
     @property
     def last_solve(self) -> SolveInfo | None:

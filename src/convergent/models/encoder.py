@@ -12,10 +12,12 @@ from torch_geometric.nn.resolver import activation_resolver
 from torch_geometric.utils import scatter, softmax
 
 
-def mlp(in_channels: int, hidden_channels: int, out_channels: int, num_layers: int, activation: str) -> MLP:
-    """A plain PyG ``MLP`` without normalisation layers (they would couple the graphs of a batch)."""
+def mlp(in_channels: int, hidden_channels: int, out_channels: int, num_layers: int, activation: str,
+        bias: bool = True) -> MLP:
+    """A plain PyG ``MLP`` without normalisation layers (they would couple the graphs of a batch);
+    without ``bias`` and with an activation that maps 0 to 0, it maps 0 to 0."""
     return MLP(in_channels=in_channels, hidden_channels=hidden_channels, out_channels=out_channels,
-               num_layers=num_layers, act=activation, norm=None)
+               num_layers=num_layers, act=activation, norm=None, bias=bias)
 
 
 class EdgeEmbedding(NamedTuple):

@@ -30,8 +30,10 @@ TEST_SETS = {
 }
 
 # γ = α: the maps can be the walk itself. Degree normalisation (the paper's) divides by the
-# out-degree, as the walk does.
-_MODEL = {"num_heads": 16, "gamma": pagerank.ALPHA, "num_layers": 2, "hidden_channels": 64}
+# out-degree, as the walk does. The seeds (feature 0, k·v) drive the system: with them as the
+# source channel the bias is zero away from them, as the teleport term (1 − α)·v is, so the
+# prediction decays to zero far from every seed instead of settling on a learned constant.
+_MODEL = {"num_heads": 16, "gamma": pagerank.ALPHA, "num_layers": 2, "hidden_channels": 64, "source_channel": 0}
 
 #: Presets: overrides of :class:`~convergent.training.config.TrainConfig`.
 _DEFAULT = {"model_options": _MODEL, "updates": 600, "batch_size": 32, "pool_size": 256, "refresh_every": 200,
@@ -66,8 +68,11 @@ class PageRankTask:
         """``count`` training-distribution samples (50–199 nodes) for ``seed``."""
         return pagerank.pagerank_graphs(count, nodes=(50, 200), seed=seed)
 
-    def test_graphs(self, name: str) -> list[Data]:
-        """The fixed test set ``name`` (``"a"`` … ``"d"``), cached when a cache folder is set."""
+    def test_graphs(self, name: str, progress: bool = False) -> list[Data]:
+        """The fixed test set ``name`` (``"a"`` … ``"d"``), cached when a cache folder is set.
+
+        Quick to make: ``progress`` (a bar where a task's sets take minutes) shows nothing here.
+        """
         spec = TEST_SETS[name]
         if name == "c":
             return pagerank.shipped_graphs(personalizations=5, seed=spec.seed)
