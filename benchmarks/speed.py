@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,8 +46,8 @@ import scipy.sparse  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _gvi_update  # noqa: E402
 import _measure  # noqa: E402
-from _dense_reference import dense_solve  # noqa: E402
 
 import convergent  # noqa: E402
 from convergent.sparse_map import SparseMaps  # noqa: E402
@@ -72,13 +74,7 @@ def say(text: str = "") -> None:
 
 
 def median_time(call, repeats: int = args.repeats) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return _gvi_update.median_time(call, repeats)
 
 
 def peak_extra(call) -> tuple[object, float]:
@@ -254,55 +250,30 @@ del largest_index, features, edge_features, model
 # ---------------------------------------------------------------- 6. GVI training update
 say("## 6. One training update, graph value iteration configuration")
 say()
-generator = torch.Generator().manual_seed(2)
-graphs, graph_of_state, offset = [], [], 0
-for graph in range(mdp_graphs):
-    states = int(torch.randint(20, 50, (1,), generator=generator))
-    actions = int(torch.randint(5, 10, (1,), generator=generator))
-    source = torch.arange(states).repeat_interleave(actions)
-    step = torch.randint(1, states, (source.numel(),), generator=generator)
-    graphs.append(torch.stack([source, (source + step) % states]) + offset)
-    graph_of_state.append(torch.full((states,), graph))
-    offset += states
-mdp_index = torch.cat(graphs, 1)
-mdp_batch = torch.cat(graph_of_state)
-rewards = torch.rand(mdp_index.shape[1], 1, generator=generator) * 2 - 1
-ones, values = torch.ones(offset, 1), torch.randn(offset, 1, generator=generator)
-GVI = dict(edge_channels=1, hidden_channels=64, num_heads=64, gamma=0.5, num_layers=3)
-
-
-def update_time(solve_function=None, solver="auto", repeats=args.repeats):
-    torch.manual_seed(0)
-    gvi_model = convergent.CGS(1, 1, solver=solver, **GVI)
-    optimizer = torch.optim.Adam(gvi_model.parameters(), lr=1e-3)
-    original = convergent.models.cgs.solve
-    if solve_function is not None:
-        convergent.models.cgs.solve = solve_function
-
-    def update():
-        loss = torch.nn.functional.mse_loss(gvi_model(ones, mdp_index, rewards, mdp_batch), values)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    try:
-        return median_time(update, repeats)
-    finally:
-        convergent.models.cgs.solve = original
-
-
-say(f"- {mdp_graphs} random MDP graphs of 20–49 states with 5–9 actions each: N = {offset:,}, E = {mdp_index.shape[1]:,}; "
-    f"CGS({GVI}); MSE loss, Adam")
-say("| solve | seconds per update | × fastest convergent |")
-say("|---|---:|---:|")
-update_times = {solver: update_time(solver=solver) for solver in ("auto", "picard", "anderson")}
-fastest = min(update_times.values())
-for solver, seconds in update_times.items():
-    say(f"| convergent, solver={solver!r} | {seconds:.4f} | {seconds / fastest:.2f} |")
-dense_seconds = update_time(solve_function=dense_solve, repeats=max(1, args.repeats // 2))
-say(f"| reference dense [heads, N, N] with batched matmul | {dense_seconds:.3f} | {dense_seconds / fastest:.0f} |")
+mdp = _gvi_update.mdp_batch(mdp_graphs)
+say(f"- {mdp_graphs} random MDP graphs of 20–49 states with 5–9 actions each: N = {mdp['x'].shape[0]:,}, "
+    f"E = {mdp['edge_index'].shape[1]:,}; CGS({_gvi_update.GVI}); MSE loss, Adam")
+say("- in this process (huge pages as set above), and in a second process under PyTorch's default "
+    "allocator (THP_MEM_ALLOC_ENABLE=0), as `convergent train` runs")
 say()
-say(f"Sparse CGS update **{dense_seconds / fastest:.0f}× faster** than the dense formulation (target ≥ 100×).")
+allocators = {f"THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}": _gvi_update.measure(mdp_graphs, args.repeats)}
+if os.environ["THP_MEM_ALLOC_ENABLE"] != "0":
+    child = subprocess.run([sys.executable, str(Path(_gvi_update.__file__)), "--graphs", str(mdp_graphs),
+                            "--repeats", str(args.repeats)], env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"},
+                           capture_output=True, text=True, check=True)
+    allocators["THP_MEM_ALLOC_ENABLE=0"] = json.loads(child.stdout)
+say("| allocator | solve | seconds per update | dense ÷ this |")
+say("|---|---|---:|---:|")
+ratios = {}
+for allocator, update_times in allocators.items():
+    for solver in _gvi_update.SOLVERS:
+        say(f"| {allocator} | convergent, solver={solver!r} | {update_times[solver]:.4f} | "
+            f"{update_times['dense'] / update_times[solver]:.3g} |")
+    say(f"| {allocator} | reference dense [heads, N, N] with batched matmul | {update_times['dense']:.3f} | 1 |")
+    ratios[allocator] = update_times["dense"] / min(update_times[solver] for solver in _gvi_update.SOLVERS)
+say()
+say("Sparse CGS update (fastest solver) against the dense formulation: "
+    + "; ".join(f"**{ratio:.3g}×** with {allocator}" for allocator, ratio in ratios.items()) + " (target ≥ 100×).")
 say()
 
 # ---------------------------------------------------------------- 7. threads
