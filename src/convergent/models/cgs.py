@@ -103,11 +103,11 @@ class CGS(nn.Module):
             (defaults: ``"auto"``, ``1e-5``, ``None``, ``"warn"``)
         activation: activation of the MLPs. (default: ``"silu"``)
         source_channel: the input feature that drives the system, for steady states that are
-            zero without a source (PageRank's personalisation, a heat source): every head's
-            bias is that feature times a learned node coefficient, ``b_m = x_src · β_m(node)``,
-            and the decoder has no bias terms, so nodes far from every source get a fixed
-            point and a prediction near 0 rather than a learned constant.
-            (default: ``None``, ``b_m = β_m(node)``)
+            zero without a source (personalised PageRank and its seeds): every head's bias is
+            that feature times a learned node coefficient, ``b_m = x_src · β_m(node)``, and the
+            decoder has no bias terms (with an activation that maps 0 to 0, as SiLU does, it
+            maps 0 to 0), so nodes far from every source get a fixed point and a prediction
+            near 0 rather than a learned constant. (default: ``None``, ``b_m = β_m(node)``)
         decoder_layers: depth of the decoder MLP. (default: ``2``)
         graph_context: also decode the mean of ``h*`` over each node's graph, next to
             the node's own ``h*`` (a graph-level offset, e.g. of MDP values). (default: ``False``)
