@@ -18,7 +18,8 @@ Sections:
  4. peak extra memory of forward + backward against the bytes of the inputs;
  5. the CGS model forward + backward on the largest graph (--largest-nodes);
  6. one training update of the graph value iteration configuration: sparse CGS
-    against the same model with the reference dense [heads, N, N] solve;
+    against the same model with the reference dense [heads, N, N] solve, in this
+    process and in a second one under PyTorch's default allocator (_gvi_update.py);
  7. 1 and 2 threads: same results, and their times.
 """
 
