@@ -114,9 +114,11 @@ def test_models_learn_a_correction_to_the_uniform_medium(networks):
     model = build_model("cgs", task, {"num_heads": 2, "hidden_channels": 8, "num_layers": 1})
     assert isinstance(model, PriorCorrection)
     assert not isinstance(build_model("cgs", task, {"num_heads": 2}, prior=False), PriorCorrection)
-    base, scale = task.prior(graph.x, graph.edge_index, graph.edge_attr, torch.zeros(graph.num_nodes, dtype=torch.long))
+    batch = torch.zeros(graph.num_nodes, dtype=torch.long)
+    base, lift = task.prior(graph.x, graph.edge_index, graph.edge_attr, batch)
     inner = model.model(graph.x, graph.edge_index, graph.edge_attr)
-    torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr), base + scale * inner)
+    torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr), base + lift(inner))
+    torch.testing.assert_close(lift(inner), porenet.uniform_medium(graph.x, batch)[1][:, None] * inner)
     assert model.last_solve is model.model.last_solve  # the wrapped model's attributes show through
 
 

@@ -65,34 +65,55 @@ def _forward_branches(graph):
 
 
 def test_dc_angles_rebuilt_from_the_features_equal_pandapowers_dc_power_flow(samples):
-    """MATPOWER's DC model B θ = P − P_shift − G_shunt (``dc_angles``), on one batch of every
+    """MATPOWER's DC model B θ = P − P_shift − G_shunt (``DCPowerFlow``), on one batch of every
     grid's sample, against ``pp.rundcpp``'s angles stored as ``dc_y``."""
     batch = Batch.from_data_list([samples[name] for name in GRIDS])
-    angle = powerflow.dc_angles(batch.x.double(), batch.edge_index, batch.edge_attr.double(), batch.batch)
+    angle = powerflow.DCPowerFlow(batch.x.double(), batch.edge_index, batch.edge_attr.double(), batch.batch).angles()
     np.testing.assert_allclose(angle.numpy(), batch.dc_y[:, 1].double().numpy(), atol=1e-5)
     one = samples["case14"]
     with pytest.raises(ValueError, match="odd number of edges"):
-        powerflow.dc_angles(one.x, one.edge_index[:, 1:], one.edge_attr[1:], torch.zeros(one.num_nodes, dtype=torch.long))
+        powerflow.DCPowerFlow(one.x, one.edge_index[:, 1:], one.edge_attr[1:], torch.zeros(one.num_nodes, dtype=torch.long))
     no_slack = one.x.clone()
     no_slack[:, 5] = 0
     with pytest.raises(ValueError, match="0 slack buses"):
-        powerflow.dc_angles(no_slack, one.edge_index, one.edge_attr, torch.zeros(one.num_nodes, dtype=torch.long))
+        powerflow.DCPowerFlow(no_slack, one.edge_index, one.edge_attr, torch.zeros(one.num_nodes, dtype=torch.long))
 
 
-def test_models_learn_a_correction_to_the_dc_power_flow(samples):
+def test_models_learn_a_bus_power_correction_that_the_dc_power_flow_carries_to_the_angles(samples):
+    """The prior's base is the DC power flow; its lift solves the DC system for the model's angle
+    output taken as extra bus injections (in units of a fraction of the DC power through the bus),
+    so the injections that B θ_AC asks for beyond the DC ones (B and the flows assembled here,
+    densely, from the branch features) give back the AC angles."""
     from convergent.models.prior import PriorCorrection
     from convergent.tasks import get_task
+    from convergent.tasks.powerflow import INJECTION_FLOOR, INJECTION_FRACTION
     from convergent.training import build_model
 
     task, graph = get_task("powerflow"), samples["case118"]
-    base, scale = task.prior(graph.x, graph.edge_index, graph.edge_attr, torch.zeros(graph.num_nodes, dtype=torch.long))
-    torch.testing.assert_close(base, graph.dc_y, rtol=0, atol=1e-5)
-    assert torch.equal(scale[:, 0], torch.ones(graph.num_nodes))
-    torch.testing.assert_close(scale[:, 1], graph.dc_y[:, 1].abs().mean().expand(graph.num_nodes), rtol=0, atol=1e-6)
+    x, edge_attr, batch = graph.x.double(), graph.edge_attr.double(), torch.zeros(graph.num_nodes, dtype=torch.long)
+    base, lift = task.prior(x, graph.edge_index, edge_attr, batch)
+    torch.testing.assert_close(base, graph.dc_y.double(), rtol=0, atol=1e-5)
+    (source, target), edge = _forward_branches(graph)
+    susceptance = 1 / (edge[:, 1] * np.exp(edge[:, 5]))
+    matrix = np.zeros((graph.num_nodes, graph.num_nodes))
+    for i, j, b in zip(source, target, susceptance):
+        matrix[[i, j, i, j], [i, j, j, i]] += [b, b, -b, -b]
+    dc = base[:, 1].numpy()
+    flow = np.abs(susceptance * (dc[source] - dc[target] - edge[:, 6]))
+    scale = INJECTION_FRACTION * (np.bincount(source, flow, graph.num_nodes) + np.bincount(target, flow, graph.num_nodes))
+    extra = matrix @ (graph.y[:, 1].double().numpy() - dc)
+    output = torch.stack([torch.randn(graph.num_nodes, dtype=torch.float64),
+                          torch.as_tensor(extra / (scale + INJECTION_FLOOR))], 1).requires_grad_()
+    predicted = base + lift(output)
+    torch.testing.assert_close(predicted[:, 0], output[:, 0])
+    torch.testing.assert_close(predicted[:, 1], graph.y[:, 1].double(), rtol=0, atol=1e-5)
+    assert torch.autograd.gradcheck(lift, (output,))
+
     model = build_model("mpnn", task, {"hidden_channels": 8, "num_layers": 1})
     assert isinstance(model, PriorCorrection)
+    base, lift = task.prior(graph.x, graph.edge_index, graph.edge_attr, batch)
     torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr),
-                               base + scale * model.model(graph.x, graph.edge_index, graph.edge_attr))
+                               base + lift(model.model(graph.x, graph.edge_index, graph.edge_attr)))
     assert not isinstance(build_model("mpnn", task, {"hidden_channels": 8}, prior=False), PriorCorrection)
 
 

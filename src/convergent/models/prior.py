@@ -6,16 +6,20 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-#: ``prior(x, edge_index, edge_attr, batch) -> (base [N, out], scale [N, 1] or [N, out])``.
-Prior = Callable[[Tensor, Tensor, Tensor | None, Tensor], tuple[Tensor, Tensor]]
+#: ``prior(x, edge_index, edge_attr, batch) -> (base [N, out], lift)`` with ``lift`` mapping the
+#: wrapped model's output ``[N, out]`` to the correction ``[N, out]`` added to ``base``.
+Lift = Callable[[Tensor], Tensor]
+Prior = Callable[[Tensor, Tensor, Tensor | None, Tensor], tuple[Tensor, Lift]]
 
 
 class PriorCorrection(nn.Module):
-    """``base + scale · model(x, edge_index, edge_attr, batch)`` with
-    ``(base, scale) = prior(x, edge_index, edge_attr, batch)``.
+    """``base + lift(model(x, edge_index, edge_attr, batch))`` with
+    ``(base, lift) = prior(x, edge_index, edge_attr, batch)``.
 
-    The wrapped model predicts the deviation from ``base`` in units of ``scale``, so that it
-    learns what the prior leaves out at the same size on every graph. Attributes the wrapped
+    The wrapped model predicts the deviation from ``base`` in the prior's own terms — in units of
+    a length scale, say, or as a correction to the sources of a linear system that ``lift``
+    solves — so that it learns what the prior leaves out at the same size on every graph.
+    Attributes the wrapped
     model sets (``last_solve``, ``project``, …) are reachable through the wrapper.
 
     Shapes:
@@ -32,8 +36,8 @@ class PriorCorrection(nn.Module):
                 batch: Tensor | None = None) -> Tensor:
         if batch is None:
             batch = x.new_zeros(x.shape[0], dtype=edge_index.dtype)
-        base, scale = self.prior(x, edge_index, edge_attr, batch)
-        return base + scale * self.model(x, edge_index, edge_attr, batch)
+        base, lift = self.prior(x, edge_index, edge_attr, batch)
+        return base + lift(self.model(x, edge_index, edge_attr, batch))
 
     def __getattr__(self, name: str):
         try:

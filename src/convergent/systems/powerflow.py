@@ -257,49 +257,82 @@ def _targets(vm: np.ndarray, va_degree: np.ndarray, slack: int) -> np.ndarray:
     return np.stack([(vm - 1) / VM_SCALE, np.radians(va_degree - va_degree[slack])], 1)
 
 
-def dc_angles(x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
-    """Voltage angles of MATPOWER's DC power flow, rebuilt from the features alone.
+class _FactorSolve(torch.autograd.Function):
+    """``A⁻¹ b`` with a SciPy LU factorisation of ``A``; the gradient solves with ``Aᵀ``."""
+
+    @staticmethod
+    def forward(ctx, rhs: Tensor, factor: Any) -> Tensor:
+        ctx.factor = factor
+        return rhs.new_tensor(factor.solve(rhs.detach().cpu().double().numpy()))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad.new_tensor(ctx.factor.solve(grad.detach().cpu().double().numpy(), trans="T")), None
+
+
+class DCPowerFlow:
+    """MATPOWER's DC power flow of a batch of grids, rebuilt from the features alone and factorised once.
 
     ``B θ = P − P_shift − G_shunt`` with ``B`` the branch susceptances ``1 / (x τ)``, ``P``
     the active injections (features 0 and 2), the phase shifters' injections and the shunt
-    conductances, ``θ = 0`` at the slack; equal to pandapower's ``rundcpp`` (``dc_y``).
+    conductances, ``θ = 0`` at the slack; :meth:`angles` equals pandapower's ``rundcpp``
+    (``dc_y``).
 
     Args:
         x: ``[N, 9]``, edge_index ``[2, E]``, edge_attr ``[E, 7]`` as in this module's graphs,
             batched by PyG: every graph's edges are its branches from-bus → to-bus, then the
             same branches back, so the first half of each graph's edges is the forward one.
         batch: ``[N]`` graph of each bus; each graph needs exactly one slack bus.
-
-    Returns:
-        ``[N]`` angles in radians, dtype and device of ``x``.
     """
-    num_graphs = int(batch.max()) + 1 if batch.numel() else 0
-    slacks = np.bincount(batch[x[:, 5] == 1].cpu().numpy(), minlength=num_graphs)
-    if (slacks != 1).any():
-        graph = int(np.flatnonzero(slacks != 1)[0])
-        raise ValueError(f"graph {graph} has {slacks[graph]} slack buses (feature 5); the DC angles need exactly one")
-    graph_of_edge = batch[edge_index[0]].cpu().numpy()
-    counts = np.bincount(graph_of_edge, minlength=num_graphs)
-    if (counts % 2).any():
-        raise ValueError("every branch must appear twice, from-bus → to-bus and back, for the DC angles; "
-                         f"graph {int(np.flatnonzero(counts % 2)[0])} has an odd number of edges")
-    position = np.arange(len(graph_of_edge)) - (np.cumsum(counts) - counts)[graph_of_edge]
-    forward = position < counts[graph_of_edge] // 2
-    source, target = edge_index[:, torch.as_tensor(forward)].cpu().numpy()
-    edge = edge_attr[torch.as_tensor(forward)].detach().cpu().double().numpy()
-    nodes = x.detach().cpu().double().numpy()
-    num_nodes, branches = len(nodes), np.arange(len(source))
-    susceptance = 1 / (edge[:, 1] * np.exp(edge[:, 5]))
-    incidence = scipy.sparse.csr_matrix((np.r_[np.ones(len(source)), -np.ones(len(source))],
-                                         (np.r_[branches, branches], np.r_[source, target])),
-                                        shape=(len(source), num_nodes))
-    matrix = (incidence.T @ scipy.sparse.diags(susceptance) @ incidence).tocsr()
-    injection = nodes[:, 0] + nodes[:, 2] - nodes[:, 6] + incidence.T @ (susceptance * edge[:, 6])
-    free = nodes[:, 5] == 0
-    angle = np.zeros(num_nodes)
-    if free.any():
-        angle[free] = scipy.sparse.linalg.spsolve(matrix[free][:, free].tocsc(), injection[free])
-    return torch.as_tensor(angle, dtype=x.dtype, device=x.device)
+
+    def __init__(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor):
+        num_graphs = int(batch.max()) + 1 if batch.numel() else 0
+        slacks = np.bincount(batch[x[:, 5] == 1].cpu().numpy(), minlength=num_graphs)
+        if (slacks != 1).any():
+            graph = int(np.flatnonzero(slacks != 1)[0])
+            raise ValueError(f"graph {graph} has {slacks[graph]} slack buses (feature 5); the DC angles need exactly one")
+        graph_of_edge = batch[edge_index[0]].cpu().numpy()
+        counts = np.bincount(graph_of_edge, minlength=num_graphs)
+        if (counts % 2).any():
+            raise ValueError("every branch must appear twice, from-bus → to-bus and back, for the DC angles; "
+                             f"graph {int(np.flatnonzero(counts % 2)[0])} has an odd number of edges")
+        position = np.arange(len(graph_of_edge)) - (np.cumsum(counts) - counts)[graph_of_edge]
+        forward = position < counts[graph_of_edge] // 2
+        source, target = edge_index[:, torch.as_tensor(forward)].cpu().numpy()
+        edge = edge_attr[torch.as_tensor(forward)].detach().cpu().double().numpy()
+        nodes = x.detach().cpu().double().numpy()
+        num_nodes, branches = len(nodes), np.arange(len(source))
+        susceptance = 1 / (edge[:, 1] * np.exp(edge[:, 5]))
+        incidence = scipy.sparse.csr_matrix((np.r_[np.ones(len(source)), -np.ones(len(source))],
+                                             (np.r_[branches, branches], np.r_[source, target])),
+                                            shape=(len(source), num_nodes))
+        matrix = (incidence.T @ scipy.sparse.diags(susceptance) @ incidence).tocsr()
+        free = nodes[:, 5] == 0
+        self._free = torch.as_tensor(free, device=x.device)
+        self._factor = scipy.sparse.linalg.splu(matrix[free][:, free].tocsc()) if free.any() else None
+        injection = nodes[:, 0] + nodes[:, 2] - nodes[:, 6] + incidence.T @ (susceptance * edge[:, 6])
+        angle = np.zeros(num_nodes)
+        if free.any():
+            angle[free] = self._factor.solve(injection[free])
+        flow = np.abs(susceptance * (incidence @ angle - edge[:, 6]))
+        self._angle = x.new_tensor(angle)
+        self._throughput = x.new_tensor(abs(incidence.T) @ flow)
+
+    def angles(self) -> Tensor:
+        """``[N]`` angles in radians, dtype and device of ``x``."""
+        return self._angle
+
+    def throughput(self) -> Tensor:
+        """``[N]`` Σ |DC branch flow| over each bus's branches, per unit (flows include the phase shifts)."""
+        return self._throughput
+
+    def response(self, power: Tensor) -> Tensor:
+        """``[N]`` angles ``B⁻¹ power`` (0 at the slack, whose entry of ``power`` ``[N]`` is ignored):
+        how the DC angles move when ``power`` per unit is added to the injections; differentiable."""
+        angle = torch.zeros_like(power)
+        if self._factor is None:
+            return angle
+        return angle.index_put((self._free,), _FactorSolve.apply(power[self._free], self._factor))
 
 
 def grid_name(graph: Data) -> str:

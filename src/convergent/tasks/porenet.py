@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
 
+from convergent.models.prior import Lift
 from convergent.systems import porenet
 from convergent.tasks._checks import check_fields
 from convergent.tasks._presets import PAPER_MODEL, PAPER_RUN
@@ -99,11 +100,11 @@ class PorenetTask:
         check_fields(graph, PorenetTask, ("pos", "conductance", "inlet", "outlet", "flow_rate"))
 
     @staticmethod
-    def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """``(uniform-medium pressure [N, 1] in bar, mean pore spacing [N, 1] / 1 mm)`` from ``x`` ``[N, 6]``
-        (the edges are not needed)."""
+    def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Lift]:
+        """``(uniform-medium pressure [N, 1] in bar, lift)`` from ``x`` ``[N, 6]`` (the edges are not
+        needed): the model's output is the deviation in units of the mean pore spacing / 1 mm."""
         pressure, spacing = porenet.uniform_medium(x, batch)
-        return pressure[:, None], spacing[:, None]
+        return pressure[:, None], lambda output: spacing[:, None] * output
 
     @staticmethod
     def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:

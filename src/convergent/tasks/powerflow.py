@@ -11,9 +11,10 @@ same grids and on grids they never saw. Metrics, over all buses of a set (the sl
 * ``va_relative_error`` = Σ |v̂a − va| / Σ |va| (pooled over buses), and ``dc_va_relative_error``.
 
 Models learn a correction to the DC power flow (:meth:`PowerFlowTask.prior`, rebuilt from the
-features by :func:`~convergent.systems.powerflow.dc_angles`): the predicted angle is the DC
-angle plus the model's output times the grid's mean |DC angle|, the magnitude the model's output;
-``--set prior=false`` predicts both directly.
+features by :class:`~convergent.systems.powerflow.DCPowerFlow`): the model's angle output is a
+correction to each bus's active injection, in units of the power flowing through the bus, and
+the DC system carries it to the angles; the magnitude is the model's output. ``--set
+prior=false`` predicts both directly.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
-from torch_geometric.utils import scatter
 
+from convergent.models.prior import Lift
 from convergent.systems import powerflow
 from convergent.tasks._checks import check_fields
 from convergent.tasks._presets import PAPER_RUN, SOFTMAX_MODEL
+
+#: A unit angle output adds this fraction of the DC power flowing through the bus (Σ |flow| over
+#: its branches), plus :data:`INJECTION_FLOOR` per unit, to the bus's injection. What DC leaves out
+#: (losses, |V| ≠ 1, sin θ ≠ θ) grows with the flows; a correction of fixed size would carry what
+#: was learned on heavily loaded large grids to lightly loaded small ones (docs/powerflow.md).
+INJECTION_FRACTION = 0.1
+INJECTION_FLOOR = 0.01
 
 #: Grids of the training distribution; sample ``i`` of a pool is of grid ``i mod 3``.
 TRAINING_GRIDS = ("case118", "case300", "case1354pegase")
@@ -118,15 +126,22 @@ class PowerFlowTask:
         check_fields(graph, PowerFlowTask, ("dc_y", "grid", "load_scale", "gen_scale", "sgen_scale"))
 
     @staticmethod
-    def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """``(base [N, 2], scale [N, 2])``: magnitude 0 (1 p.u.) with scale 1, and the DC power
-        flow's angle with the mean |DC angle| of the bus's grid as scale (the angles' size, which
-        differs tenfold between the shipped grids)."""
+    def prior(x: Tensor, edge_index: Tensor, edge_attr: Tensor | None, batch: Tensor) -> tuple[Tensor, Lift]:
+        """``(base [N, 2], lift)``: magnitude 0 (1 p.u.) and the DC power flow's angle.
+
+        The model's outputs are the magnitude and a correction to each bus's active injection in
+        units of :data:`INJECTION_FRACTION` of the DC power flowing through the bus plus
+        :data:`INJECTION_FLOOR`; ``lift`` carries that correction through the same DC system to the
+        angles."""
         if edge_attr is None:
             raise ValueError("the DC power-flow prior needs the branch features `edge_attr` [E, 7]")
-        angle = powerflow.dc_angles(x, edge_index, edge_attr, batch)
-        spread = scatter(angle.abs(), batch, 0, reduce="mean").clamp_min(1e-3)[batch]
-        return torch.stack([torch.zeros_like(angle), angle], 1), torch.stack([torch.ones_like(angle), spread], 1)
+        dc = powerflow.DCPowerFlow(x, edge_index, edge_attr, batch)
+        angle, scale = dc.angles(), INJECTION_FRACTION * dc.throughput() + INJECTION_FLOOR
+
+        def lift(output: Tensor) -> Tensor:
+            return torch.stack([output[:, 0], dc.response(scale * output[:, 1])], 1)
+
+        return torch.stack([torch.zeros_like(angle), angle], 1), lift
 
     @staticmethod
     def metrics(prediction: Tensor, batch: Batch) -> dict[str, float]:
