@@ -18,11 +18,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch_geometric.data import Batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _dense_reference import dense_solve  # noqa: E402
 
 import convergent  # noqa: E402
+from convergent.systems.gvi import gvi_graphs  # noqa: E402
 
 #: The paper's GVI model: 64 heads, γ = 0.5, 3 encoder layers of width 64.
 GVI = dict(edge_channels=1, hidden_channels=64, num_heads=64, gamma=0.5, num_layers=3)
@@ -41,21 +43,9 @@ def median_time(call, repeats: int) -> float:
 
 
 def mdp_batch(num_graphs: int, seed: int = 2) -> dict[str, torch.Tensor]:
-    """``num_graphs`` random deterministic MDPs of 20–49 states with 5–9 actions each, as one batch."""
-    generator = torch.Generator().manual_seed(seed)
-    graphs, graph_of_state, offset = [], [], 0
-    for graph in range(num_graphs):
-        states = int(torch.randint(20, 50, (1,), generator=generator))
-        actions = int(torch.randint(5, 10, (1,), generator=generator))
-        source = torch.arange(states).repeat_interleave(actions)
-        step = torch.randint(1, states, (source.numel(),), generator=generator)
-        graphs.append(torch.stack([source, (source + step) % states]) + offset)
-        graph_of_state.append(torch.full((states,), graph))
-        offset += states
-    edge_index = torch.cat(graphs, 1)
-    return {"x": torch.ones(offset, 1), "edge_index": edge_index,
-            "edge_attr": torch.rand(edge_index.shape[1], 1, generator=generator) * 2 - 1,
-            "batch": torch.cat(graph_of_state), "y": torch.randn(offset, 1, generator=generator)}
+    """``num_graphs`` MDPs of the GVI task (20–49 states, 5–9 actions each; ``gvi_graphs``) as one batch."""
+    batch = Batch.from_data_list(gvi_graphs(num_graphs, seed=seed))
+    return {key: batch[key] for key in ("x", "edge_index", "edge_attr", "batch", "y")}
 
 
 def update_time(data: dict[str, torch.Tensor], repeats: int, solver: str = "auto", dense: bool = False) -> float:

@@ -252,7 +252,8 @@ del largest_index, features, edge_features, model
 say("## 6. One training update, graph value iteration configuration")
 say()
 mdp = _gvi_update.mdp_batch(mdp_graphs)
-say(f"- {mdp_graphs} random MDP graphs of 20–49 states with 5–9 actions each: N = {mdp['x'].shape[0]:,}, "
+say(f"- {mdp_graphs} MDP graphs of the GVI task (`gvi_graphs`, seed 2: 20–49 states, 5–9 actions each, their "
+    f"optimal values as targets): N = {mdp['x'].shape[0]:,}, "
     f"E = {mdp['edge_index'].shape[1]:,}; CGS({_gvi_update.GVI}); MSE loss, Adam")
 say("- in this process (huge pages as set above), and in a second process under PyTorch's default "
     "allocator (THP_MEM_ALLOC_ENABLE=0), as `convergent train` runs")
