@@ -77,6 +77,10 @@ def test_dc_angles_rebuilt_from_the_features_equal_pandapowers_dc_power_flow(sam
     no_slack[:, 5] = 0
     with pytest.raises(ValueError, match="0 slack buses"):
         powerflow.DCPowerFlow(no_slack, one.edge_index, one.edge_attr, torch.zeros(one.num_nodes, dtype=torch.long))
+    island = (one.edge_index != 13).all(0)  # bus 13 (not the slack) loses its branches
+    with pytest.raises(ValueError, match="no path of branches to its graph's slack"):
+        powerflow.DCPowerFlow(one.x, one.edge_index[:, island], one.edge_attr[island],
+                              torch.zeros(one.num_nodes, dtype=torch.long))
 
 
 def test_models_learn_a_bus_power_correction_that_the_dc_power_flow_carries_to_the_angles(samples):

@@ -19,8 +19,8 @@ class PriorCorrection(nn.Module):
     The wrapped model predicts the deviation from ``base`` in the prior's own terms — in units of
     a length scale, say, or as a correction to the sources of a linear system that ``lift``
     solves — so that it learns what the prior leaves out at the same size on every graph.
-    Attributes the wrapped
-    model sets (``last_solve``, ``project``, …) are reachable through the wrapper.
+    Attributes the wrapped model sets (``last_solve``, ``project``, …) are reachable through the
+    wrapper.
 
     Shapes:
         x ``[N, F]``, edge_index ``[2, E]``, edge_attr ``[E, D]`` or ``None``, batch ``[N]`` or

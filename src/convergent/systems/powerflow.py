@@ -309,10 +309,16 @@ class DCPowerFlow:
         matrix = (incidence.T @ scipy.sparse.diags(susceptance) @ incidence).tocsr()
         free = nodes[:, 5] == 0
         self._free = torch.as_tensor(free, device=x.device)
-        self._factor = scipy.sparse.linalg.splu(matrix[free][:, free].tocsc()) if free.any() else None
+        self._factor = None
+        if free.any():
+            try:
+                self._factor = scipy.sparse.linalg.splu(matrix[free][:, free].tocsc())
+            except RuntimeError as error:  # SuperLU: "Factor is exactly singular"
+                raise ValueError("the DC power-flow matrix is singular: some bus has no path of branches to its "
+                                 "graph's slack bus; give every island its own slack or drop it") from error
         injection = nodes[:, 0] + nodes[:, 2] - nodes[:, 6] + incidence.T @ (susceptance * edge[:, 6])
         angle = np.zeros(num_nodes)
-        if free.any():
+        if self._factor is not None:
             angle[free] = self._factor.solve(injection[free])
         flow = np.abs(susceptance * (incidence @ angle - edge[:, 6]))
         self._angle = x.new_tensor(angle)
