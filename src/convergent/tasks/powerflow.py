@@ -73,7 +73,7 @@ PRESETS = {
     "default": {"model_options": {**SOFTMAX_MODEL, "num_layers": 2, "hidden_channels": 32}, "updates": 300,
                 "batch_size": 4, "pool_size": 96, "refresh_every": 300, "restart_period": 300, "eval_every": 150,
                 "validation_graphs": 30},
-    # The paper's model and optimizer, fresh samples every 64 updates (not measured).
+    # The paper's model and optimizer, fresh samples every 64 updates: best on set a, worse on b (docs/powerflow.md).
     "paper": {**PAPER_RUN, "batch_size": 16, "pool_size": 64, "refresh_every": 64, "validation_graphs": 30},
 }
 # No configuration has measured better than the default yet (docs/powerflow.md).
