@@ -6,6 +6,7 @@ from torch_geometric.utils import scatter
 
 import convergent
 from convergent import _kernels
+from convergent.solvers import picard
 from convergent.sparse_map import SparseMaps
 
 pytestmark = pytest.mark.skipif(_kernels.numba is None, reason="numba is not installed")
@@ -143,3 +144,48 @@ def test_anderson_history_kernels_equal_the_pure_pytorch_path(shuffled, threads)
     expected = torch.where(converged[index], mapped, mixed)
     out = _kernels.mix_history(weights, history, mapped, converged, batch, torch.empty_like(mapped))
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalization", ["degree", "gated"], ids=["1-norm maps", "∞-norm maps"])
+@pytest.mark.parametrize("nonlinearity", [None, "tanh"])
+def test_picard_graph_by_graph_equals_picard_on_the_whole_batch(graphs, normalization, nonlinearity, threads,
+                                                                monkeypatch):
+    """Picard on a batch of many graphs runs graph by graph (in cache) the steps of Picard on the
+    whole batch: the same values, step by step (each entry is the same sum in the same order), so
+    the same solution, gradients and convergence report, and the dense solve's solution."""
+    # 0: an unused graph id. Under 128 nodes in all: a batched torch.linalg.solve of 4 × 195 × 195
+    # (the dense oracle) hangs in MKL on two threads with this torch build (DLASWP parameter error).
+    sizes = [1, 0, 9, 23, 5, 17, 2, 12, 8, 26, 3, 11]
+    problem = graphs.make_problem(sizes, heads=4, normalization=normalization, seed=21)
+    upstream = torch.randn_like(problem.bias)
+    by_graph_runs = []
+    monkeypatch.setattr(_kernels, "picard_by_graph", _counting(_kernels.picard_by_graph, by_graph_runs))
+
+    def run():
+        weight, bias = problem.edge_weight.clone().requires_grad_(), problem.bias.clone().requires_grad_()
+        h, info = convergent.solve(problem.edge_index, weight, bias, gamma=0.9, solver="picard", tol=1e-12,
+                                   batch=problem.batch, nonlinearity=nonlinearity)
+        (h * upstream).sum().backward()
+        return h, weight.grad, bias.grad, info
+
+    *by_graph, by_graph_info = run()
+    assert len(by_graph_runs) == (2 if nonlinearity is None else 1)  # a callable φ: forward on the whole batch
+    monkeypatch.setattr(picard, "BY_GRAPH_MIN_GRAPHS", 10**9)
+    *whole, whole_info = run()
+    assert len(by_graph_runs) == (2 if nonlinearity is None else 1)
+    for got, expected in zip(by_graph, whole, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    for got, expected in ((by_graph_info, whole_info), (by_graph_info.backward, whole_info.backward)):
+        assert bool(got.converged.all()) and got.iterations.shape == (len(sizes), 4)
+        assert torch.equal(got.iterations, expected.iterations)
+        torch.testing.assert_close(got.residual, expected.residual, rtol=1e-12, atol=0)  # sums split by thread
+    if nonlinearity is None:
+        dense = graphs.dense_solution(problem.edge_index, problem.edge_weight, problem.bias, 0.9)
+        torch.testing.assert_close(by_graph[0], dense, rtol=1e-8, atol=1e-9)
+
+
+def _counting(function, calls):
+    def counted(*args):
+        calls.append(None)
+        return function(*args)
+    return counted

@@ -23,21 +23,87 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 PARALLEL_MIN_WORK = 1 << 18
 
 
+def _product_row(indptr, columns, weight, x, scale, bias, post, row, acc, out):  # pragma: no cover - compiled
+    # out[row] = post[row] · (bias[row] + scale · Σ_e weight[e] · x[columns[e]]) over the row's edges,
+    # summed in `acc` [M] (a buffer, or out[row] itself); `bias` and `post` may be None (0 and 1):
+    # numba decides at compile time and prunes the branch.
+    num_heads = out.shape[1]
+    for head in range(num_heads):
+        acc[head] = 0.0
+    for edge in range(indptr[row], indptr[row + 1]):
+        column = columns[edge]
+        for head in range(num_heads):
+            acc[head] += weight[edge, head] * x[column, head]
+    for head in range(num_heads):
+        value = scale * acc[head]
+        if bias is not None:
+            value += bias[row, head]
+        if post is not None:
+            value *= post[row, head]
+        out[row, head] = value
+
+
 def _csr_multihead_matmul(indptr, columns, weight, x, scale, bias, out):  # pragma: no cover - compiled
-    # `bias is None` is decided at compile time: numba prunes the branch.
-    num_rows, num_heads = out.shape
-    for row in numba.prange(num_rows):
-        for head in range(num_heads):
-            out[row, head] = 0.0
-        for edge in range(indptr[row], indptr[row + 1]):
-            column = columns[edge]
+    for row in numba.prange(out.shape[0]):
+        _product_row(indptr, columns, weight, x, scale, bias, None, row, out[row], out)
+
+
+def _graph_step(first, last, indptr, columns, weight, bias, post, scale, h, spare, acc, norms):  # pragma: no cover - compiled
+    # One Picard step h ← T(h) on rows first..last (one graph), with norms[0..3, m] = max and Σ of
+    # |T(h) − h|, then max and Σ of |T(h)|, over those rows.
+    norms[:] = 0.0
+    for row in range(first, last):
+        _product_row(indptr, columns, weight, h, scale, bias, post, row, acc, spare)
+        for head in range(h.shape[1]):
+            change, value = abs(spare[row, head] - h[row, head]), abs(spare[row, head])
+            norms[0, head] = max(norms[0, head], change)
+            norms[1, head] += change
+            norms[2, head] = max(norms[2, head], value)
+            norms[3, head] += value
+    for row in range(first, last):
+        for head in range(h.shape[1]):
+            h[row, head] = spare[row, head]
+
+
+def _picard_by_graph(starts, indptr, columns, weight, bias, post, scale, inf_norm, tol, initial, max_iter,
+                     h, spare, iterations, residual, converged):  # pragma: no cover - compiled
+    # Picard iteration h ← post · (bias + scale · A h) from h = 0, graph g (rows starts[g] to
+    # starts[g + 1]) by graph, so that a graph's weights stay in cache over its steps: first each
+    # graph until all its heads meet StoppingRule's rule, then every graph on to the step where
+    # the last one stopped, so that all take the steps of Picard on the whole batch. Writes h and,
+    # per (g, m), the step of convergence (max_iter where never), the last residual and the flag.
+    num_graphs, num_heads = starts.shape[0] - 1, h.shape[1]
+    stopped = np.zeros(num_graphs, dtype=np.int64)
+    for graph in numba.prange(num_graphs):
+        acc = np.empty(num_heads, dtype=h.dtype)
+        norms = np.empty((4, num_heads))
+        for iteration in range(1, max_iter + 1):
+            _graph_step(starts[graph], starts[graph + 1], indptr, columns, weight, bias, post, scale, h, spare,
+                        acc, norms)
+            stopped[graph] = iteration
+            done = True
             for head in range(num_heads):
-                out[row, head] += weight[edge, head] * x[column, head]
-        for head in range(num_heads):
-            if bias is None:
-                out[row, head] *= scale
-            else:
-                out[row, head] = bias[row, head] + scale * out[row, head]
+                step = norms[0, head] if inf_norm[head] else norms[1, head]
+                size = norms[2, head] if inf_norm[head] else norms[3, head]
+                residual[graph, head] = step
+                if not converged[graph, head]:
+                    iterations[graph, head] = iteration
+                    if step <= tol * max(initial[graph, head], size):
+                        converged[graph, head] = True
+                    else:
+                        done = False
+            if done:
+                break
+    steps = stopped.max() if num_graphs else 0
+    for graph in numba.prange(num_graphs):
+        acc = np.empty(num_heads, dtype=h.dtype)
+        norms = np.empty((4, num_heads))
+        for _ in range(stopped[graph], steps):
+            _graph_step(starts[graph], starts[graph + 1], indptr, columns, weight, bias, post, scale, h, spare,
+                        acc, norms)
+            for head in range(num_heads):
+                residual[graph, head] = norms[0, head] if inf_norm[head] else norms[1, head]
+    return steps
 
 
 def _step_norms(new, old, batch, partial):  # pragma: no cover - compiled
@@ -126,7 +192,10 @@ if numba is not None:
         numba.config.THREADING_LAYER = "workqueue"
     # One compiled function only: numba's on-disk cache keys entries by function and
     # signature, so a serial and a parallel build of the same function would collide.
+    _product_row = numba.njit(cache=True, nogil=True)(_product_row)
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
+    _graph_step = numba.njit(cache=True, nogil=True)(_graph_step)
+    _picard_by_graph = numba.njit(parallel=True, cache=True, nogil=True)(_picard_by_graph)
     _step_norms = numba.njit(parallel=True, cache=True, nogil=True)(_step_norms)
     _history_dots = numba.njit(parallel=True, cache=True, nogil=True)(_history_dots)
     _mix_history = numba.njit(parallel=True, cache=True, nogil=True)(_mix_history)
@@ -146,6 +215,16 @@ def _set_threads(work: int) -> None:
     """Follow ``torch.get_num_threads()``, but one thread for small work."""
     threads = 1 if work < PARALLEL_MIN_WORK else torch.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def sorted_offsets(index: Tensor, num_groups: int) -> Tensor | None:
+    """``[num_groups + 1]`` int64 offsets of the runs of equal values in a sorted ``[E]`` ``index``
+    (``index[indptr[g]:indptr[g + 1]] == g``), or ``None`` where ``index`` is not sorted."""
+    if not bool((index[1:] >= index[:-1]).all()):
+        return None
+    indptr = torch.zeros(num_groups + 1, dtype=torch.long, device=index.device)
+    torch.cumsum(torch.bincount(index, minlength=num_groups), 0, out=indptr[1:])
+    return indptr
 
 
 def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Tensor, scale: float = 1.0,
@@ -171,6 +250,38 @@ def csr_multihead_matmul(indptr: Tensor, columns: Tensor, weight: Tensor, x: Ten
     _csr_multihead_matmul(indptr.numpy(), columns.numpy(), weight.numpy(), x.numpy(), scale,
                           None if bias is None else bias.numpy(), out.numpy())
     return out
+
+
+def picard_by_graph(starts: Tensor, indptr: Tensor, columns: Tensor, weight: Tensor, bias: Tensor,
+                    post: Tensor | None, scale: float, inf_norm: Tensor, tol: float, initial: Tensor,
+                    max_iter: int, iterations: Tensor, residual: Tensor, converged: Tensor) -> tuple[Tensor, int]:
+    """Picard iteration ``h ← post · (bias + scale · A h)`` from zero, graph by graph (each in cache).
+
+    Pair ``(g, m)`` converges at the first step where ``‖T(h) − h‖ ≤ tol · max(initial[g, m], ‖T(h)‖)``
+    (norms over graph ``g``'s rows, ∞ where ``inf_norm[m]``, else 1). Every graph takes the same
+    number of steps: until every pair has converged, or ``max_iter`` — the steps of Picard on the
+    whole batch at once, done graph by graph.
+
+    Args:
+        starts: ``[G + 1]`` int64 row offsets of the graphs (rows sorted by graph, no edge between graphs).
+        indptr, columns, weight: the maps, edges sorted by target (as in :func:`csr_multihead_matmul`).
+        bias: ``[N, M]``; post: ``[N, M]`` diagonal factor or ``None`` for 1; scale: ``γ``.
+        inf_norm: ``[M]`` bool; initial: ``[G, M]``.
+        iterations, residual, converged: ``[G, M]`` int64, float and bool outputs, ``converged``
+            all ``False`` on entry; ``iterations`` is where each pair converged (``max_iter`` where never).
+
+    Returns:
+        ``(h, steps)``: ``[N, M]`` the last ``T(h)``, and the number of steps.
+    """
+    h = torch.zeros_like(bias)
+    spare = torch.empty_like(bias)
+    # One thread per graph: parallel when there are graphs to share out.
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS,
+                                     starts.shape[0] - 1)))
+    steps = _picard_by_graph(starts.numpy(), indptr.numpy(), columns.numpy(), weight.numpy(), bias.numpy(),
+                     None if post is None else post.numpy(), scale, inf_norm.numpy(), tol, initial.numpy(),
+                     max_iter, h.numpy(), spare.numpy(), iterations.numpy(), residual.numpy(), converged.numpy())
+    return h, int(steps)
 
 
 def step_norms(new: Tensor, old: Tensor, batch: Tensor | None, num_graphs: int) -> Tensor:

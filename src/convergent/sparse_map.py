@@ -43,9 +43,8 @@ class SparseMaps:
         """
         if not _kernels.available(weight):
             return cls(source, target, weight, num_nodes), None
-        if bool((target[1:] >= target[:-1]).all()):  # already sorted: only the offsets are needed
-            indptr = torch.zeros(num_nodes + 1, dtype=torch.long)
-            torch.cumsum(torch.bincount(target, minlength=num_nodes), 0, out=indptr[1:])
+        indptr = _kernels.sorted_offsets(target, num_nodes)
+        if indptr is not None:  # already sorted: only the offsets are needed
             return cls(source, target, weight.contiguous(), num_nodes, indptr), None
         indptr, order = _kernels.group_by(target, num_nodes)
         source, target, weight = (_kernels.gather_rows(t.contiguous(), order) for t in (source, target, weight))
