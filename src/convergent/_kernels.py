@@ -23,19 +23,19 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 PARALLEL_MIN_WORK = 1 << 18
 
 
-def _product_row(indptr, columns, weight, x, scale, bias, post, row, acc, out):  # pragma: no cover - compiled
+def _product_row(indptr, columns, weight, x, scale, bias, post, row, acc, slot, out):  # pragma: no cover - compiled
     # out[row] = post[row] · (bias[row] + scale · Σ_e weight[e] · x[columns[e]]) over the row's edges,
-    # summed in `acc` [M] (a buffer, or out[row] itself); `bias` and `post` may be None (0 and 1):
-    # numba decides at compile time and prunes the branch.
+    # summed in acc[slot] (a buffer, or out itself with slot = row); `bias` and `post` may be None
+    # (0 and 1): numba decides at compile time and prunes the branch.
     num_heads = out.shape[1]
     for head in range(num_heads):
-        acc[head] = 0.0
+        acc[slot, head] = 0.0
     for edge in range(indptr[row], indptr[row + 1]):
         column = columns[edge]
         for head in range(num_heads):
-            acc[head] += weight[edge, head] * x[column, head]
+            acc[slot, head] += weight[edge, head] * x[column, head]
     for head in range(num_heads):
-        value = scale * acc[head]
+        value = scale * acc[slot, head]
         if bias is not None:
             value += bias[row, head]
         if post is not None:
@@ -45,7 +45,7 @@ def _product_row(indptr, columns, weight, x, scale, bias, post, row, acc, out): 
 
 def _csr_multihead_matmul(indptr, columns, weight, x, scale, bias, out):  # pragma: no cover - compiled
     for row in numba.prange(out.shape[0]):
-        _product_row(indptr, columns, weight, x, scale, bias, None, row, out[row], out)
+        _product_row(indptr, columns, weight, x, scale, bias, None, row, out, row, out)
 
 
 def _graph_step(first, last, indptr, columns, weight, bias, post, scale, h, spare, acc, norms):  # pragma: no cover - compiled
@@ -53,7 +53,7 @@ def _graph_step(first, last, indptr, columns, weight, bias, post, scale, h, spar
     # |T(h) − h|, then max and Σ of |T(h)|, over those rows.
     norms[:] = 0.0
     for row in range(first, last):
-        _product_row(indptr, columns, weight, h, scale, bias, post, row, acc, spare)
+        _product_row(indptr, columns, weight, h, scale, bias, post, row, acc, 0, spare)
         for head in range(h.shape[1]):
             change, value = abs(spare[row, head] - h[row, head]), abs(spare[row, head])
             norms[0, head] = max(norms[0, head], change)
@@ -75,7 +75,7 @@ def _picard_by_graph(starts, indptr, columns, weight, bias, post, scale, inf_nor
     num_graphs, num_heads = starts.shape[0] - 1, h.shape[1]
     stopped = np.zeros(num_graphs, dtype=np.int64)
     for graph in numba.prange(num_graphs):
-        acc = np.empty(num_heads, dtype=h.dtype)
+        acc = np.empty((1, num_heads), dtype=h.dtype)
         norms = np.empty((4, num_heads))
         for iteration in range(1, max_iter + 1):
             _graph_step(starts[graph], starts[graph + 1], indptr, columns, weight, bias, post, scale, h, spare,
@@ -96,7 +96,7 @@ def _picard_by_graph(starts, indptr, columns, weight, bias, post, scale, inf_nor
                 break
     steps = stopped.max() if num_graphs else 0
     for graph in numba.prange(num_graphs):
-        acc = np.empty(num_heads, dtype=h.dtype)
+        acc = np.empty((1, num_heads), dtype=h.dtype)
         norms = np.empty((4, num_heads))
         for _ in range(stopped[graph], steps):
             _graph_step(starts[graph], starts[graph + 1], indptr, columns, weight, bias, post, scale, h, spare,
@@ -192,7 +192,8 @@ if numba is not None:
         numba.config.THREADING_LAYER = "workqueue"
     # One compiled function only: numba's on-disk cache keys entries by function and
     # signature, so a serial and a parallel build of the same function would collide.
-    _product_row = numba.njit(cache=True, nogil=True)(_product_row)
+    # Inlined into its callers: a call per row made the product markedly slower.
+    _product_row = numba.njit(cache=True, nogil=True, inline="always")(_product_row)
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
     _graph_step = numba.njit(cache=True, nogil=True)(_graph_step)
     _picard_by_graph = numba.njit(parallel=True, cache=True, nogil=True)(_picard_by_graph)
