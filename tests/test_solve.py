@@ -52,6 +52,22 @@ def test_forward_matches_dense_and_scipy(graphs, solver, normalization, dtype, g
     assert rel_error(h, by_scipy) <= accepted
 
 
+def test_direct_solves_large_blocks_on_two_threads(graphs):
+    """A batched LU of blocks above about 150 unknowns hangs in MKL on two threads
+    (pytorch/pytorch#142815); the direct solver must still return the solution."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        p = graphs.make_problem([195], heads=4, seed=30, density=0.05)
+        h, info = convergent.solve(p.edge_index, p.edge_weight, p.bias, gamma=0.9, solver="direct", batch=p.batch)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert info.solver == "direct" and bool(info.converged.all())
+    by_scipy = torch.from_numpy(graphs.scipy_solution(p.edge_index, p.edge_weight, p.bias, 0.9))
+    assert rel_error(h, by_scipy) <= 1e-10
+
+
 @pytest.mark.parametrize("gamma", [0.5, 0.9])
 def test_forward_with_interleaved_batch(graphs, solver, normalization, gamma):
     """Nodes of different graphs mixed in ``batch``: oracle answer, and per-graph bookkeeping intact."""

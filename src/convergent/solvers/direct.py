@@ -22,6 +22,24 @@ def graph_positions(batch: Tensor | None, num_nodes: int, num_graphs: int) -> tu
     return position, counts
 
 
+#: Batched LU on CPU (``torch.linalg.solve`` of ``[B, n, n]``) on more than one thread hangs
+#: or fails in MKL for ``n`` above about 150 ("Parameter 6 was incorrect on entry to DLASWP",
+#: pytorch/pytorch#142815); blocks larger than this are solved on one thread.
+BATCHED_LU_MAX_THREADED = 128
+
+
+def _solve_blocks(matrix: Tensor, right: Tensor) -> Tensor:
+    """``torch.linalg.solve(matrix, right)`` for ``[..., n, n]`` blocks, around the MKL fault above."""
+    if matrix.device.type != "cpu" or matrix.shape[-1] <= BATCHED_LU_MAX_THREADED or torch.get_num_threads() == 1:
+        return torch.linalg.solve(matrix, right)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.solve(matrix, right)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class Direct:
     """Solve ``(I − γ D A_m) h = D b_m`` by LU per graph and head (``D`` = ``post`` scale or I).
@@ -64,7 +82,7 @@ class Direct:
             blocks = blocks * row_scale.unsqueeze(-1)
         # Padding rows become identity rows with zero right-hand side.
         eye = torch.eye(size, dtype=bias.dtype, device=bias.device)
-        solution = torch.linalg.solve(eye - problem.gamma * blocks, right)
+        solution = _solve_blocks(eye - problem.gamma * blocks, right)
         h = solution[graph, :, position]
 
         rule = StoppingRule(problem, self.tol)
