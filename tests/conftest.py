@@ -207,12 +207,13 @@ def dense_maps(edge_index: Tensor, edge_weight: Tensor, num_nodes: int) -> Tenso
 
 
 def dense_solution(edge_index: Tensor, edge_weight: Tensor, bias: Tensor, gamma: float) -> Tensor:
-    """Exact ``h`` with ``(I − γ A_m) h_m = b_m`` by ``torch.linalg.solve``; shape of ``bias``."""
+    """Exact ``h`` with ``(I − γ A_m) h_m = b_m`` by ``torch.linalg.solve``, head by head (a batched
+    LU above about 150 unknowns hangs in MKL on two threads, pytorch/pytorch#142815); shape of ``bias``."""
     single = bias.dim() == 1
     b = bias.unsqueeze(-1) if single else bias
     a = dense_maps(edge_index, edge_weight, b.shape[0])
     eye = torch.eye(b.shape[0], dtype=b.dtype)
-    h = torch.linalg.solve(eye - gamma * a, b.T.unsqueeze(-1)).squeeze(-1).T
+    h = torch.stack([torch.linalg.solve(eye - gamma * a[m], b[:, m]) for m in range(b.shape[1])], dim=1)
     return h.squeeze(-1) if single else h
 
 

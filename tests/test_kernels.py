@@ -153,9 +153,7 @@ def test_picard_graph_by_graph_equals_picard_on_the_whole_batch(graphs, normaliz
     """Picard on a batch of many graphs runs graph by graph (in cache) the steps of Picard on the
     whole batch: the same values, step by step (each entry is the same sum in the same order), so
     the same solution, gradients and convergence report, and the dense solve's solution."""
-    # 0: an unused graph id. Under 128 nodes in all: a batched torch.linalg.solve of 4 × 195 × 195
-    # (the dense oracle) hangs in MKL on two threads with this torch build (DLASWP parameter error).
-    sizes = [1, 0, 9, 23, 5, 17, 2, 12, 8, 26, 3, 11]
+    sizes = [1, 0, 9, 23, 40, 5, 17, 2, 31, 12, 8, 26]  # 0: an unused graph id
     problem = graphs.make_problem(sizes, heads=4, normalization=normalization, seed=21)
     upstream = torch.randn_like(problem.bias)
     by_graph_runs = []

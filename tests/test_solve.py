@@ -95,6 +95,10 @@ def test_forward_with_interleaved_batch(graphs, solver, normalization, gamma):
         ([49] * 8, None, 0.5, "picard"),  # LU of 49-node blocks costs more than 40 Picard steps
         ([10, 20], "tanh", 0.9, "anderson"),  # nonlinear: never direct
         ([10, 20], "tanh", 0.6, "picard"),
+        ([65] * 8, None, 0.9, "picard"),  # 8 graphs: Picard graph by graph, 263 steps at most...
+        ([65] * 8, None, 0.98, "anderson"),  # ...but not beyond 1000 (1368 here)
+        ([65] * 7, None, 0.9, "anderson"),  # 7 graphs: the whole batch at once
+        ([20] * 8, "tanh", 0.9, "anderson"),  # a callable φ: the whole batch at once
     ],
 )
 def test_auto_follows_documented_choice(graphs, sizes, nonlinearity, gamma, expected):

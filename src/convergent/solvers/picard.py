@@ -53,6 +53,11 @@ class Picard:
         return h, rule.report("picard", on_failure)
 
 
+def runs_by_graph(problem: FixedPointProblem) -> bool:
+    """Whether :class:`Picard` runs ``problem`` graph by graph (see there)."""
+    return _graph_starts(problem) is not None
+
+
 def _graph_starts(problem: FixedPointProblem) -> Tensor | None:
     """``[G + 1]`` row offsets of the graphs when the by-graph kernel can serve ``problem``
     (edges sorted by target, nodes by graph, post linear, CPU), else ``None``."""
