@@ -280,8 +280,9 @@ def picard_by_graph(starts: Tensor, indptr: Tensor, columns: Tensor, weight: Ten
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS,
                                      starts.shape[0] - 1)))
     steps = _picard_by_graph(starts.numpy(), indptr.numpy(), columns.numpy(), weight.numpy(), bias.numpy(),
-                     None if post is None else post.numpy(), scale, inf_norm.numpy(), tol, initial.numpy(),
-                     max_iter, h.numpy(), spare.numpy(), iterations.numpy(), residual.numpy(), converged.numpy())
+                             None if post is None else post.numpy(), scale, inf_norm.numpy(), tol, initial.numpy(),
+                             max_iter, h.numpy(), spare.numpy(), iterations.numpy(), residual.numpy(),
+                             converged.numpy())
     return h, int(steps)
 
 

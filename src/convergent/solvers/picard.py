@@ -35,8 +35,8 @@ class Picard:
         rule = StoppingRule(problem, self.tol)
         starts = _graph_starts(problem)
         if starts is not None:
-            # Graph by graph, each to its own convergence, in the compiled kernel: a batch of
-            # small graphs then reads each graph's weights from cache on every step after the first.
+            # The same steps graph by graph in the compiled kernel: a batch of small graphs then
+            # reads each graph's weights from cache on every step after the first.
             maps, post = problem.maps, problem.post
             h, rule.evaluations = _kernels.picard_by_graph(
                 starts, maps.indptr, maps.source, maps.weight, problem.bias, post, problem.gamma, problem.inf_norm,
