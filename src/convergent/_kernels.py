@@ -43,23 +43,28 @@ def _product_row(indptr, columns, weight, x, scale, bias, post, row, acc, slot, 
         out[row, head] = value
 
 
+def _add_row_norms(new, old, row, graph, out):  # pragma: no cover - compiled
+    # out[0..3, graph, m] take row `row` in: max |new − old|, Σ |new − old|, max |new|, Σ |new|.
+    for head in range(new.shape[1]):
+        step, size = abs(new[row, head] - old[row, head]), abs(new[row, head])
+        out[0, graph, head] = max(out[0, graph, head], step)
+        out[1, graph, head] += step
+        out[2, graph, head] = max(out[2, graph, head], size)
+        out[3, graph, head] += size
+
+
 def _csr_multihead_matmul(indptr, columns, weight, x, scale, bias, out):  # pragma: no cover - compiled
     for row in numba.prange(out.shape[0]):
         _product_row(indptr, columns, weight, x, scale, bias, None, row, out, row, out)
 
 
 def _graph_step(first, last, indptr, columns, weight, bias, post, scale, h, spare, acc, norms):  # pragma: no cover - compiled
-    # One Picard step h ← T(h) on rows first..last (one graph), with norms[0..3, m] = max and Σ of
-    # |T(h) − h|, then max and Σ of |T(h)|, over those rows.
+    # One Picard step h ← T(h) on rows first..last (one graph), with norms[0..3, 0, m] = max and Σ
+    # of |T(h) − h|, then max and Σ of |T(h)|, over those rows.
     norms[:] = 0.0
     for row in range(first, last):
         _product_row(indptr, columns, weight, h, scale, bias, post, row, acc, 0, spare)
-        for head in range(h.shape[1]):
-            change, value = abs(spare[row, head] - h[row, head]), abs(spare[row, head])
-            norms[0, head] = max(norms[0, head], change)
-            norms[1, head] += change
-            norms[2, head] = max(norms[2, head], value)
-            norms[3, head] += value
+        _add_row_norms(spare, h, row, 0, norms)
     for row in range(first, last):
         for head in range(h.shape[1]):
             h[row, head] = spare[row, head]
@@ -76,15 +81,15 @@ def _picard_by_graph(starts, indptr, columns, weight, bias, post, scale, inf_nor
     stopped = np.zeros(num_graphs, dtype=np.int64)
     for graph in numba.prange(num_graphs):
         acc = np.empty((1, num_heads), dtype=h.dtype)
-        norms = np.empty((4, num_heads))
+        norms = np.empty((4, 1, num_heads))
         for iteration in range(1, max_iter + 1):
             _graph_step(starts[graph], starts[graph + 1], indptr, columns, weight, bias, post, scale, h, spare,
                         acc, norms)
             stopped[graph] = iteration
             done = True
             for head in range(num_heads):
-                step = norms[0, head] if inf_norm[head] else norms[1, head]
-                size = norms[2, head] if inf_norm[head] else norms[3, head]
+                step = norms[0, 0, head] if inf_norm[head] else norms[1, 0, head]
+                size = norms[2, 0, head] if inf_norm[head] else norms[3, 0, head]
                 residual[graph, head] = step
                 if not converged[graph, head]:
                     iterations[graph, head] = iteration
@@ -97,33 +102,25 @@ def _picard_by_graph(starts, indptr, columns, weight, bias, post, scale, inf_nor
     steps = stopped.max() if num_graphs else 0
     for graph in numba.prange(num_graphs):
         acc = np.empty((1, num_heads), dtype=h.dtype)
-        norms = np.empty((4, num_heads))
+        norms = np.empty((4, 1, num_heads))
         for _ in range(stopped[graph], steps):
             _graph_step(starts[graph], starts[graph + 1], indptr, columns, weight, bias, post, scale, h, spare,
                         acc, norms)
             for head in range(num_heads):
-                residual[graph, head] = norms[0, head] if inf_norm[head] else norms[1, head]
+                residual[graph, head] = norms[0, 0, head] if inf_norm[head] else norms[1, 0, head]
     return steps
 
 
 def _step_norms(new, old, batch, partial):  # pragma: no cover - compiled
     # partial[w, 0..3, g, m]: max |new − old|, Σ |new − old|, max |new|, Σ |new| over the rows
     # of graph g in worker w's share of the rows (all rows in graph 0 when batch is None).
-    workers = partial.shape[0]
-    num_rows, num_heads = new.shape
+    workers, num_rows = partial.shape[0], new.shape[0]
     share = (num_rows + workers - 1) // workers
     for worker in numba.prange(workers):
         out = partial[worker]
         out[:] = 0.0
         for row in range(worker * share, min(num_rows, (worker + 1) * share)):
-            graph = 0 if batch is None else batch[row]
-            for head in range(num_heads):
-                step = abs(new[row, head] - old[row, head])
-                size = abs(new[row, head])
-                out[0, graph, head] = max(out[0, graph, head], step)
-                out[1, graph, head] += step
-                out[2, graph, head] = max(out[2, graph, head], size)
-                out[3, graph, head] += size
+            _add_row_norms(new, old, row, 0 if batch is None else batch[row], out)
 
 
 def _history_dots(history, new, batch, partial):  # pragma: no cover - compiled
@@ -194,6 +191,7 @@ if numba is not None:
     # signature, so a serial and a parallel build of the same function would collide.
     # Inlined into its callers: a call per row made the product markedly slower.
     _product_row = numba.njit(cache=True, nogil=True, inline="always")(_product_row)
+    _add_row_norms = numba.njit(cache=True, nogil=True, inline="always")(_add_row_norms)
     _csr_multihead_matmul = numba.njit(parallel=True, cache=True, nogil=True)(_csr_multihead_matmul)
     _graph_step = numba.njit(cache=True, nogil=True)(_graph_step)
     _picard_by_graph = numba.njit(parallel=True, cache=True, nogil=True)(_picard_by_graph)
