@@ -50,6 +50,12 @@ class FixedPointProblem:
     num_graphs: int
     inf_norm: Tensor
 
+    @cached_property
+    def graph_starts(self) -> Tensor | None:
+        """``[G + 1]`` row offsets of the graphs where the nodes are sorted by graph (a PyG
+        ``Batch``), else ``None``."""
+        return None if self.batch is None else _kernels.sorted_offsets(self.batch, self.num_graphs)
+
     @property
     def is_linear(self) -> bool:
         return self.post is None or isinstance(self.post, Tensor)
