@@ -116,8 +116,11 @@ def test_models_learn_a_correction_to_the_uniform_medium(networks):
     assert not isinstance(build_model("cgs", task, {"num_heads": 2}, prior=False), PriorCorrection)
     batch = torch.zeros(graph.num_nodes, dtype=torch.long)
     base, lift = task.prior(graph.x, graph.edge_index, graph.edge_attr, batch)
-    inner = model.model(graph.x, graph.edge_index, graph.edge_attr)
+    inner = model.model(graph.x[:, 3:], graph.edge_index, graph.edge_attr)  # flags and imposed pressure only
     torch.testing.assert_close(model(graph.x, graph.edge_index, graph.edge_attr), base + lift(inner))
+    moved = graph.x.clone()
+    moved[:, 1:3] += 0.25  # y and z enter neither the uniform medium nor the correction
+    torch.testing.assert_close(model(moved, graph.edge_index, graph.edge_attr), base + lift(inner))
     torch.testing.assert_close(lift(inner), porenet.uniform_medium(graph.x, batch)[1][:, None] * inner)
     assert model.last_solve is model.model.last_solve  # the wrapped model's attributes show through
 

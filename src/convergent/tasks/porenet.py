@@ -67,6 +67,12 @@ class PorenetTask:
     columns = {"MSE (bar²)": "mse", "rel. error": "relative_error", "flow rel. error": "flow_error",
                "uniform medium rel. error": "uniform_relative_error"}
 
+    #: With the prior, the model sees the boundary flags and the imposed pressure, not the
+    #: coordinates: position enters through the uniform medium, and the correction is learned
+    #: from the network around each pore, so it carries over to networks where a pore at a
+    #: given x lies many more pores from the faces (README, "Flow through porous networks").
+    prior_features = (3, 4, 5)
+
     #: Most training networks kept in memory for reuse (about 40 kB each).
     MEMORY = 20_000
 
